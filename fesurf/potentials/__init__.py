@@ -1,5 +1,12 @@
 """Potentials: the contract, analytic references, combinators and the ASE bridge."""
+from .analytic import DoubleWell1D, DoubleWell2D, Harmonic, LennardJones, Morse, MullerBrown
+from .ase_bridge import ASEPotential, FesurfCalculator
 from .base import Potential
+from .combinators import LambdaMix, Scale, Sum
 from .contract import ContractViolation, check_potential, finite_difference_forces
 
-__all__ = ["Potential", "check_potential", "finite_difference_forces", "ContractViolation"]
+__all__ = [
+    "Potential", "check_potential", "finite_difference_forces", "ContractViolation",
+    "Harmonic", "DoubleWell1D", "DoubleWell2D", "MullerBrown", "Morse", "LennardJones",
+    "Sum", "Scale", "LambdaMix", "FesurfCalculator", "ASEPotential",
+]

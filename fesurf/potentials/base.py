@@ -48,6 +48,17 @@ class Potential(torch.nn.Module):
     def forward(self, state: State) -> torch.Tensor:
         return self.energy(state)
 
+    def select_systems(self, systems) -> "Potential":
+        """The potential restricted to the given systems of a batch.
+
+        Potentials with per-system parameters (umbrella centres, lambda
+        windows, per-replica temperatures) override this so that
+        ``p.select_systems(idx).energy(state.select(idx))`` equals
+        ``p.energy(state)[idx]``; :func:`check_potential` relies on it.
+        Potentials without per-system parameters return themselves.
+        """
+        return self
+
     def energy_and_forces(self, state: State, create_graph: bool = False):
         """Return ``(energy [n_systems] eV, forces [n_atoms, 3] eV/A)``.
 

@@ -70,7 +70,7 @@ def finite_difference_forces(potential, state: State, step: float = 1e-3, max_co
         for j, c in enumerate(local):
             for k, s in enumerate(shifts):
                 pos[j, k, c // 3, c % 3] += s * step
-        energy = potential.energy(batch.replace(positions=pos.view(-1, 3))).detach().view(len(local), len(shifts))
+        energy = potential.select_systems([i] * batch.n_systems).energy(batch.replace(positions=pos.view(-1, 3))).detach().view(len(local), len(shifts))
         w = torch.as_tensor(weights, dtype=energy.dtype)
         deriv = (energy * w).sum(dim=1) / (12.0 * step)
         for j, c in enumerate(local):
@@ -128,7 +128,7 @@ def check_potential(potential, state: State, *, force_rtol: float = 1e-6, batch_
     scale_f = max(float(forces.abs().max()), 1.0)
     worst_e = worst_f = 0.0
     for i, (a, b) in enumerate(state.atom_slices()):
-        e_i, f_i = potential.energy_and_forces(state.select(i))
+        e_i, f_i = potential.select_systems([i]).energy_and_forces(state.select(i))
         worst_e = max(worst_e, float((e_i[0] - energy[i]).abs()) / scale_e)
         worst_f = max(worst_f, float((f_i - forces[a:b]).abs().max()) / scale_f)
     report["batch_energy_error"], report["batch_force_error"] = worst_e, worst_f
