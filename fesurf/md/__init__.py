@@ -1,0 +1,10 @@
+"""Molecular dynamics on the batched State: integrators, reporters, stability tools."""
+from .integrators import Bussi, Integrator, Langevin, VelocityVerlet, maxwell_boltzmann
+from .reporters import EnergyReporter, ExtXYZReporter, HDF5Reporter
+from .stability import canonical_check, nve_drift, timestep_scan
+
+__all__ = [
+    "Integrator", "VelocityVerlet", "Langevin", "Bussi", "maxwell_boltzmann",
+    "EnergyReporter", "ExtXYZReporter", "HDF5Reporter",
+    "nve_drift", "timestep_scan", "canonical_check",
+]
