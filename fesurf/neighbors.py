@@ -37,22 +37,28 @@ ALL_PAIRS_MAX_ATOMS = 100
 class Pairs:
     """A half neighbour list (each pair once).
 
-    ``i``, ``j``: [n_pairs] global atom indices; ``shifts``: [n_pairs, 3]
-    Cartesian shift (Angstrom) to add to ``r_j - r_i`` for periodic images
-    (zeros without pbc). The pair vector is :meth:`vectors`.
+    ``i``, ``j``: [n_pairs] global atom indices; ``cell_shifts``: [n_pairs, 3]
+    integer lattice translations of atom j's image (zeros without pbc). The
+    pair vector ``r_j - r_i + S @ cell`` is :meth:`vectors`; it is
+    differentiable in both positions and cell (so stress works by autograd).
     """
 
     i: torch.Tensor
     j: torch.Tensor
-    shifts: torch.Tensor
+    cell_shifts: torch.Tensor
 
-    def vectors(self, positions: torch.Tensor) -> torch.Tensor:
-        """Differentiable pair vectors ``r_j - r_i + shift``, [n_pairs, 3] in Angstrom."""
-        return positions[self.j] - positions[self.i] + self.shifts
+    def vectors(self, positions: torch.Tensor, cell: torch.Tensor | None = None,
+                system_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Pair vectors [n_pairs, 3] in Angstrom; pass the State's ``cell`` and
+        ``system_index`` for periodic systems."""
+        d = positions[self.j] - positions[self.i]
+        if cell is not None and self.cell_shifts.numel() and bool(self.cell_shifts.any()):
+            d = d + torch.einsum("pk,pkl->pl", self.cell_shifts.to(d.dtype), cell[system_index[self.i]])
+        return d
 
     def as_set(self):
-        """Set of (i, j, rounded shift) tuples, for comparing back ends."""
-        s = np.round(self.shifts.detach().cpu().numpy(), 6)
+        """Set of (i, j, shift) tuples, for comparing back ends."""
+        s = self.cell_shifts.detach().cpu().numpy().astype(int)
         return {(int(a), int(b), tuple(v)) for a, b, v in zip(self.i.tolist(), self.j.tolist(), s)}
 
 
@@ -80,7 +86,7 @@ def _all_pairs(state: State, cutoff: float) -> Pairs:
     pos = state.positions.detach()
     keep = ((pos[j] - pos[i]) ** 2).sum(dim=1) < cutoff * cutoff
     i, j = i[keep], j[keep]
-    return Pairs(i, j, torch.zeros(i.numel(), 3, dtype=state.dtype))
+    return Pairs(i, j, torch.zeros(i.numel(), 3, dtype=torch.long))
 
 
 def _vesin_pairs(state: State, cutoff: float) -> Pairs:
@@ -101,8 +107,7 @@ def _vesin_pairs(state: State, cutoff: float) -> Pairs:
         S = np.where(flip[:, None], -S, S)
         out_i.append(torch.as_tensor(i.astype(np.int64)) + a)
         out_j.append(torch.as_tensor(j.astype(np.int64)) + a)
-        shift = S.astype(np.float64) @ box if periodic.all() else np.zeros((len(i), 3))
-        out_s.append(torch.as_tensor(shift, dtype=state.dtype))
+        out_s.append(torch.as_tensor(S.astype(np.int64) if periodic.all() else np.zeros((len(i), 3), np.int64)))
     return Pairs(torch.cat(out_i), torch.cat(out_j), torch.cat(out_s))
 
 

@@ -214,7 +214,7 @@ class _PairPotential(Potential):
 
     def energy(self, state: State) -> torch.Tensor:
         pairs = neighbor_pairs(state, self.cutoff, self.neighbor_method)
-        r = pairs.vectors(state.positions).norm(dim=1)
+        r = pairs.vectors(state.positions, state.cell, state.system_index).norm(dim=1)
         per_pair = self.pair_energy(r)
         out = torch.zeros(state.n_systems, dtype=per_pair.dtype, device=per_pair.device)
         return out.index_add_(0, state.system_index[pairs.i], per_pair)

@@ -106,6 +106,9 @@ def check_potential(potential, state: State, *, force_rtol: float = 1e-6, batch_
     report = {}
     before = _snapshot(state)
     energy, forces = potential.energy_and_forces(state)
+    for key, value in _snapshot(state).items():
+        if not torch.equal(value, before[key]):
+            raise ContractViolation(f"the potential modified the input state's {key}")
     energy_only = potential.energy(state).detach()
 
     # 1. shapes
@@ -119,7 +122,7 @@ def check_potential(potential, state: State, *, force_rtol: float = 1e-6, batch_
     if float((energy - energy_only).abs().max()) > batch_rtol * scale_e:
         raise ContractViolation("energy() and energy_and_forces() disagree")
 
-    # 2. no mutation
+    # 2. no mutation (also checked right after the first call above)
     for key, value in _snapshot(state).items():
         if not torch.equal(value, before[key]):
             raise ContractViolation(f"the potential modified the input state's {key}")
