@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from .._pymbar import timeseries
 
-from ..errors import InputError
+from ..errors import InputError, SimulationError
 from ..state import State
 from ..units import KB
 from .integrators import VelocityVerlet, maxwell_boltzmann
@@ -130,7 +130,13 @@ def timestep_scan(potential, state: State, timesteps, duration_fs: float, thresh
         state = maxwell_boltzmann(state, temperature, seed, remove_com=potential.translation_invariant)
     results, best = [], None
     for dt in timesteps:
-        res = nve_drift(potential, state, dt, duration_fs=duration_fs, sample_every=1, progress=progress)
+        try:
+            res = nve_drift(potential, state, dt, duration_fs=duration_fs, sample_every=1, progress=progress)
+        except SimulationError as exc:  # a blown-up run is a failed time step, not a crash of the scan
+            log.info("dt=%.3f fs blew up: %s", dt, exc)
+            nan = np.full(state.n_systems, np.inf)
+            results.append(DriftResult(dt, int(round(duration_fs / dt)), nan, nan, np.array([]), np.array([])))
+            break
         results.append(res)
         log.info("dt=%.3f fs: drift %.4g meV/atom/ps", dt, res.drift_meV_per_atom_ps)
         if res.drift_meV_per_atom_ps < threshold:
