@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..errors import InputError, SimulationError
 from ..state import State
