@@ -14,7 +14,6 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m ipykernel install --user --name fesurf >/dev/null 2>&1 || true
 	touch $(STAMP)
 
 install: $(STAMP)
