@@ -18,7 +18,7 @@ Example
 >>> read_colvar(io.StringIO("#! FIELDS time d\\n 0 0.15\\n")).fields
 ['time', 'd']
 """
-from .external import mbar_pmf, restraint_energies, sampleset_from_colvar
+from .external import restraint_energies, sampleset_from_colvar
 from .fes import hills_bias, metad_ct, reweight_metad, sum_hills
 from .files import Hills, PlumedTable, read_colvar, read_hills
 from .inputs import (parse_plumed_input, plumed_cv_lines, read_window_input, read_windows_table,
@@ -30,7 +30,7 @@ __all__ = [
     "read_colvar", "read_hills", "PlumedTable", "Hills",
     "plumed_cv_lines", "umbrella_window_input", "write_umbrella_inputs", "parse_plumed_input",
     "read_window_input", "read_windows_table",
-    "sampleset_from_colvar", "mbar_pmf", "restraint_energies",
+    "sampleset_from_colvar", "restraint_energies",
     "sum_hills", "hills_bias", "reweight_metad", "metad_ct",
     "PlumedBias", "PlumedUmbrellaRecorder", "find_kernel", "kernel_status", "plumed_ase_calculator",
     "export_cv", "export_potential", "export_module",

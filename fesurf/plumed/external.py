@@ -14,6 +14,7 @@ which energy unit kappa and the bias column are in.
 When a COLVAR has exactly one ``*.bias`` column, the restraint energies
 recomputed from the window parameters are checked against it, so a window
 table that does not match the runs is refused instead of giving a wrong PMF.
+The PMF then comes from :func:`fesurf.estimators.compute_pmf` (MBAR, pymbar.FES).
 
 Example
 -------
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -37,7 +37,7 @@ from ..errors import InputError
 from ..units import convert, kT as kT_ev
 from .files import PlumedTable, read_colvar
 
-__all__ = ["sampleset_from_colvar", "mbar_pmf", "restraint_energies"]
+__all__ = ["sampleset_from_colvar", "restraint_energies"]
 
 log = logging.getLogger(__name__)
 
@@ -169,55 +169,3 @@ def sampleset_from_colvar(colvar_files: Sequence, at, kappa, temperature: float,
         attrs={"source": "PLUMED COLVAR", "colvar_files": [str(t.path) for t in tables],
                "energy_unit": energy_unit, "cv_fields": cv_fields}, path=path)
     return ss
-
-
-def mbar_pmf(samples, bins=50, range=None, *, cv: int = 0, unit: str = "kT", equilibrate: bool = True,
-             decorrelate: bool = True):
-    """MBAR potential of mean force along one CV of an umbrella SampleSet (``pymbar.FES``, histogram).
-
-    Frames are chosen by :func:`fesurf.estimators.diagnostics.prepare`
-    (equilibration detection and decorrelation per window); the unbiased
-    state is ``u_ref`` (zeros if absent). Empty bins are NaN.
-
-    Parameters
-    ----------
-    samples : SampleSet with ``cv``
-    bins : number of bins or bin edges (CV units)
-    range : (lo, hi) of the histogram (default: the sampled range)
-    cv : which CV column
-    unit : output energy unit ("kT", "kJ/mol", "kcal/mol", "eV")
-
-    Returns
-    -------
-    FreeEnergy profile (minimum at zero) with 1-sigma analytical MBAR uncertainties.
-    """
-    from .._pymbar import pymbar
-    from ..estimators.diagnostics import prepare
-    from ..estimators.free_energy import FreeEnergy
-
-    if samples.cv is None:
-        raise InputError("the SampleSet has no CV values; a PMF needs them")
-    prep = prepare(samples, equilibrate=equilibrate, decorrelate=decorrelate)
-    order = prep.frames
-    x = samples.cv[order, cv]
-    u_kn = samples.u_kn[:, order]
-    u_ref = samples.u_ref[order] if samples.u_ref is not None else np.zeros(order.size)
-    sampled = np.asarray(prep.N_k) > 0
-    edges = np.histogram_bin_edges(x, bins=bins, range=range)
-    centers = 0.5 * (edges[1:] + edges[:-1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fes = pymbar.FES(u_kn[sampled], np.asarray(prep.N_k)[sampled],
-                         mbar_options=dict(solver_protocol="robust", initialize="BAR"))
-        fes.generate_fes(u_ref, x, fes_type="histogram", histogram_parameters={"bin_edges": edges})
-        inside = (x >= edges[0]) & (x <= edges[-1])
-        counts = np.histogram(x[inside], bins=edges)[0]
-        res = fes.get_fes(centers, reference_point="from-lowest", uncertainty_method="analytical")
-    f = np.where(counts > 0, res["f_i"], np.nan)
-    df = np.where(counts > 0, res["df_i"], np.nan)
-    f = f - np.nanmin(f)
-    out = FreeEnergy(f, df, unit="kT", temperature=samples.temperature, grid=[centers],
-                     cv_names=[(samples.cv_names or [f"cv{cv}"])[cv]] if samples.cv_names else None,
-                     method="MBAR-histogram (pymbar.FES)",
-                     diagnostics={"N_k": np.asarray(prep.N_k).tolist(), "g_k": np.asarray(prep.g_k).tolist()})
-    return out if unit == "kT" else out.to(unit)

@@ -371,7 +371,8 @@ def read_window_input(text_or_path) -> dict:
 
     Returns a dict: ``cvs`` (spec dicts), ``args`` (PLUMED argument names),
     ``at`` (Angstrom/rad), ``kappa`` (eV/unit^2), ``colvar_file``, ``stride``,
-    ``units`` (``"plumed"`` or ``"fesurf"``). Numbers are taken as nm and
+    ``units`` (``"plumed"`` or ``"fesurf"``), ``at_written``/``kappa_written``
+    (the numbers as in the file). Numbers are taken as nm and
     kJ/mol unless a ``UNITS LENGTH=A ENERGY=eV`` line says otherwise (other
     UNITS values are refused).
 
@@ -415,6 +416,7 @@ def read_window_input(text_or_path) -> dict:
     fac = np.array([_cv_factor(c, length) for c in cvs])
     out = {"cvs": [c.to_spec() for c in cvs], "args": args, "units": units,
            "at": (np.array(at) / fac).tolist(), "kappa": (np.array(kappa) * fac**2 / energy).tolist(),
+           "at_written": at, "kappa_written": kappa,
            "colvar_file": None, "stride": None, "bias_label": restraint.label}
     for p in prints:
         if any(a in p.keywords.get("ARG", "").split(",") for a in args):
