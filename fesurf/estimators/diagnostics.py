@@ -134,7 +134,9 @@ def prepare(samples, *, equilibrate: bool = True, decorrelate: bool = True, obse
         if equilibrate and idx.size >= 10:
             nskip = max(1, idx.size // 100)  # detect_equilibration is O(T^2) at nskip=1
             t0, g, _ = timeseries.detect_equilibration(series, fast=True, nskip=nskip)
-            t0 = int(t0)
+            # pymbar returns g as float32; subsample_correlated_data then produces duplicate
+            # rounded indices for long series and fails (IndexError), so use a Python float.
+            t0, g = int(t0), max(1.0, float(g))
             if t0 > equilibration_fraction * idx.size:
                 warnings.warn(EquilibrationWarning(
                     f"state {k}: equilibration detection discarded {t0} of {idx.size} frames "
