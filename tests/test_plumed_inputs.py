@@ -91,6 +91,16 @@ def test_parser_handles_continuation_comments_and_label_keyword():
     assert acts[1].keywords == {"ATOMS": "1,2"} and acts[1].flags == ["NOPBC"]
 
 
+def test_coordination_switch_forms():
+    text = "c: COORDINATION GROUPA=1 GROUPB=2,3 SWITCH={RATIONAL R_0=0.2 NN=8}\nr: RESTRAINT ARG=c AT=1 KAPPA=5\n"
+    assert read_window_input(text)["cvs"][0] == {"type": "COORDINATION", "groupa": [0], "groupb": [1, 2], "r0": 2.0,
+                                                 "nn": 8, "mm": 16, "d0": 0.0}
+    short = "c: COORDINATION GROUPA=1,2,3 R_0=0.1 NN=6 MM=0\nr: RESTRAINT ARG=c AT=1 KAPPA=5\n"
+    assert read_window_input(short)["cvs"][0]["mm"] == 12
+    with pytest.raises(InputError, match="RATIONAL"):
+        read_window_input("c: COORDINATION GROUPA=1,2 SWITCH={EXP R_0=0.1}\nr: RESTRAINT ARG=c AT=1 KAPPA=5\n")
+
+
 def test_bad_inputs_give_clear_errors():
     with pytest.raises(InputError, match="no RESTRAINT"):
         read_window_input("d: DISTANCE ATOMS=1,2\nPRINT ARG=d\n")

@@ -30,6 +30,7 @@ True
 """
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Optional, Sequence
 
@@ -49,15 +50,16 @@ EV_TO_KJMOL = convert(1.0, "eV", "kJ/mol")
 
 
 class _PositionsModel(torch.nn.Module):
-    def __init__(self, fn, template: State, out_scale: float):
+    def __init__(self, fn: torch.nn.Module, template: State, out_scale: float, method: str = "forward"):
         super().__init__()
         self.fn = fn
+        self.method = method
         self.template = template
         self.out_scale = float(out_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pos = x.reshape(-1, 3).to(torch.float64) * NM_TO_A
-        value = self.fn(self.template.replace(positions=pos))
+        value = getattr(self.fn, self.method)(self.template.replace(positions=pos))
         return (value.reshape(1, -1) * self.out_scale).to(torch.float32)
 
 
@@ -97,7 +99,10 @@ def _single(state: State) -> State:
 
 
 def _trace_and_check(wrapper, example, path, n_check, seed, jitter):
-    wrapper.eval()
+    # PLUMED differentiates with respect to the input only: trace a frozen copy (weights as constants)
+    wrapper = copy.deepcopy(wrapper).eval()
+    for p in wrapper.parameters():
+        p.requires_grad_(False)
     with torch.no_grad():
         eager0 = wrapper(example)
     if not torch.isfinite(eager0).all():
@@ -164,7 +169,7 @@ def export_potential(potential, template: State, path, label: str = "model", as_
     if not potential.differentiable:
         raise InputError(f"{type(potential).__name__} is not differentiable by autograd; PLUMED needs derivatives")
     state = _single(template)
-    wrapper = _PositionsModel(potential.energy, state, EV_TO_KJMOL)
+    wrapper = _PositionsModel(potential, state, EV_TO_KJMOL, method="energy")
     lines, args = position_lines(state.n_atoms)
     _trace_and_check(wrapper, _example(state, None), path, n_check, seed, jitter=0.002)
     lines = lines + [f"{label}: PYTORCH_MODEL FILE={path} ARG={','.join(args)}"]

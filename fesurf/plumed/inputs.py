@@ -26,6 +26,7 @@ PRINT ARG=d1,restraint.bias STRIDE=10 FILE=COLVAR.0 FMT=%.8f
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from ..units import convert
 
 __all__ = ["PlumedAction", "parse_plumed_input", "plumed_cv_lines", "umbrella_window_input",
            "write_umbrella_inputs", "read_window_input", "read_windows_table", "unit_factors"]
+
+log = logging.getLogger(__name__)
 
 EV_TO_KJMOL = convert(1.0, "eV", "kJ/mol")
 A_TO_NM = 0.1
@@ -105,10 +108,12 @@ def _cv_lines(cv, length, lab, lines) -> str:
         line = f"{name}: COORDINATION GROUPA={_atoms(spec['groupa'])}"
         if spec.get("groupb") is not None:
             line += f" GROUPB={_atoms(spec['groupb'])}"
-        line += f" R_0={_fmt(spec['r0'] * length)} NN={spec['nn']} MM={spec['mm']}"
+        # the SWITCH form without D_MAX is not stretched, as fesurf's COORDINATION; PLUMED 2.10's short form
+        # (R_0= NN= MM=) stretches the function to zero at r0 * 1e-5^(1/(nn-mm)), a ~1e-5 relative change
+        sw = f"RATIONAL R_0={_fmt(spec['r0'] * length)} NN={spec['nn']} MM={spec['mm']}"
         if spec.get("d0", 0.0):
-            line += f" D_0={_fmt(spec['d0'] * length)}"
-        lines.append(line)
+            sw += f" D_0={_fmt(spec['d0'] * length)}"
+        lines.append(line + f" SWITCH={{{sw}}}")
         return name
     if kind == "COMBINE":
         args = [_cv_lines(a, length, lab, lines) for a in cv.args]
@@ -282,7 +287,21 @@ def parse_plumed_input(text: str) -> list:
 _BRACES = re.compile(r"^\{(.*)\}$")
 
 
+def _join_braces(words, n):
+    out, depth = [], 0
+    for w in words:
+        if depth > 0:
+            out[-1] += " " + w
+        else:
+            out.append(w)
+        depth += w.count("{") - w.count("}")
+    if depth != 0:
+        raise InputError(f"PLUMED input line {n}: unbalanced braces {{...}}")
+    return out
+
+
 def _make_action(words, n) -> PlumedAction:
+    words = _join_braces(words, n)
     label = None
     if words[0].endswith(":"):
         label, words = words[0][:-1], words[1:]
@@ -330,9 +349,20 @@ def _spec_of(arg, defs, n):
             raise InputError(f"PLUMED input line {n}: use a component of POSITION ({base}.x/.y/.z), got {arg!r}")
         return {"type": "POSITION", "atom": _idx(kw["ATOM"], act.line)[0], "component": comp}
     if act.name == "COORDINATION":
+        sw = kw
+        if "SWITCH" in kw:
+            words = kw["SWITCH"].split()
+            if not words or words[0].upper() != "RATIONAL":
+                raise InputError(f"PLUMED input line {act.line}: fesurf's COORDINATION is the RATIONAL switching "
+                                 f"function; got SWITCH={{{kw['SWITCH']}}}")
+            sw = {k.upper(): v for k, v in (w.split("=", 1) for w in words[1:] if "=" in w)}
+            if "D_MAX" in sw:
+                log.warning("PLUMED input line %d: D_MAX (a stretched switching function) has no fesurf "
+                            "equivalent; reading the unstretched function", act.line)
+        nn = int(sw.get("NN", 6))
+        mm = int(sw.get("MM", 0)) or 2 * nn  # PLUMED: MM=0 means 2*NN
         spec = {"type": "COORDINATION", "groupa": _idx(kw["GROUPA"], act.line),
-                "r0": float(kw["R_0"]), "nn": int(kw.get("NN", 6)), "mm": int(kw.get("MM", 12)),
-                "d0": float(kw.get("D_0", 0.0))}
+                "r0": float(sw["R_0"]), "nn": nn, "mm": mm, "d0": float(sw.get("D_0", 0.0))}
         if "GROUPB" in kw:
             spec["groupb"] = _idx(kw["GROUPB"], act.line)
         return spec

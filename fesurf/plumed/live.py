@@ -133,6 +133,7 @@ class _Replica:
         self.scratch_virial = np.zeros((3, 3), dtype=np.float64)
         self.box = np.zeros((3, 3), dtype=np.float64)
         self.bias = np.zeros(1, dtype=np.float64)
+        self.work_dir = None if work_dir is None else os.path.abspath(work_dir)
         p = _new_plumed(kernel)
         cwd = os.getcwd()
         try:
@@ -160,6 +161,18 @@ class _Replica:
         self.plumed = p
 
     def evaluate(self, step, pos, masses, charges, box, update):
+        if self.work_dir is None:
+            return self._evaluate(step, pos, masses, charges, box, update)
+        # PLUMED resolves file names against the process's working directory at every write (METAD
+        # re-opens HILLS), so it runs inside work_dir
+        cwd = os.getcwd()
+        os.chdir(self.work_dir)
+        try:
+            return self._evaluate(step, pos, masses, charges, box, update)
+        finally:
+            os.chdir(cwd)
+
+    def _evaluate(self, step, pos, masses, charges, box, update):
         p = self.plumed
         self.positions[...] = pos
         self.masses[...] = masses
@@ -169,9 +182,8 @@ class _Replica:
         forces.fill(0.0)
         virial.fill(0.0)
         p.cmd("setStep", int(step))
-        if box is not None:
-            self.box[...] = box
-            p.cmd("setBox", self.box)
+        self.box[...] = 0.0 if box is None else box  # a zero box: no periodicity
+        p.cmd("setBox", self.box)
         p.cmd("setMasses", self.masses)
         p.cmd("setCharges", self.charges)
         p.cmd("setPositions", self.positions)
@@ -186,7 +198,13 @@ class _Replica:
 
     def finalize(self):
         if self.plumed is not None:
-            self.plumed.finalize()
+            cwd = os.getcwd()
+            try:
+                if self.work_dir is not None:
+                    os.chdir(self.work_dir)
+                self.plumed.finalize()
+            finally:
+                os.chdir(cwd)
             self.plumed = None
 
 
@@ -204,7 +222,7 @@ class PlumedBias(Potential):
     kernel : path of ``libplumedKernel.so`` (default ``$PLUMED_KERNEL``)
     n_replicas : number of replicas when one input is shared (default: from the
         first State; fixed afterwards)
-    log_file : PLUMED log file name ("" = PLUMED's default stdout; ``{replica}`` allowed)
+    log_file : PLUMED log file name (default: none, os.devnull; "" = stdout; ``{replica}`` allowed)
     restart : start PLUMED with RESTART (append to existing files, read HILLS)
     work_dir : folder where PLUMED reads and writes its files (default: current)
 
@@ -216,6 +234,9 @@ class PlumedBias(Potential):
         bias = PlumedBias([window_input(k) for k in range(13)], timestep=2.0, temperature=300.0)
         md = Langevin(Sum([physical, bias]), timestep=2.0, temperature=300.0, friction=0.01, seed=1)
         md.run(state.replicate(13), 1000)
+
+    A growing METAD bias makes the integrator's conserved energy drift by design: raise
+    ``max_energy_change`` of the integrator (eV/atom) for metadynamics runs.
         bias.close()
     """
 
@@ -224,7 +245,7 @@ class PlumedBias(Potential):
     rotation_invariant = False
 
     def __init__(self, plumed_input, timestep: float, temperature, kernel: Optional[str] = None,
-                 n_replicas: Optional[int] = None, log_file: str = "", restart: bool = False,
+                 n_replicas: Optional[int] = None, log_file: Optional[str] = None, restart: bool = False,
                  work_dir=None, _shared=None, _rows=None):
         super().__init__()
         if _shared is not None:  # a view on some replicas of another PlumedBias (select_systems)
@@ -246,7 +267,7 @@ class PlumedBias(Potential):
         if work_dir is not None:
             Path(work_dir).mkdir(parents=True, exist_ok=True)
         self._shared = {"kernel": kernel_path, "inputs": inputs, "timestep": float(timestep),
-                        "temperature": temperature, "log_file": str(log_file), "restart": bool(restart),
+                        "temperature": temperature, "log_file": os.devnull if log_file is None else str(log_file), "restart": bool(restart),
                         "work_dir": None if work_dir is None else str(work_dir), "replicas": None,
                         "n_replicas": None if n_replicas is None else int(n_replicas), "step": 0,
                         "cache": None}
