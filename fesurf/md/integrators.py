@@ -162,6 +162,31 @@ class Integrator:
     def _advance(self):
         raise NotImplementedError
 
+    # ------------------------------------------- manual stepping (protocols)
+    def start(self, state: State) -> None:
+        """Begin stepping by hand from ``state`` (a private copy is taken).
+
+        For protocols that change the potential between steps (switching,
+        lambda ramps): call :meth:`start`, then :meth:`refresh_forces` after
+        each change of the potential, and :meth:`advance` to step.
+        """
+        self._setup(state)
+
+    def advance(self, n_steps: int = 1) -> None:
+        """Advance ``n_steps`` steps from where :meth:`start` or the last call left off."""
+        for _ in range(int(n_steps)):
+            self._advance()
+            self.step_count += 1
+
+    def refresh_forces(self) -> None:
+        """Recompute energies and forces after the potential's parameters changed."""
+        self._update_forces()
+
+    @property
+    def current(self) -> State:
+        """The working State of a hand-stepped run (not a copy: do not modify)."""
+        return self._work
+
     def step(self, state: State) -> State:
         """Advance one step from ``state`` and return the new State (input untouched)."""
         self._setup(state)
