@@ -68,6 +68,26 @@ def test_plumed_restraints_equal_native_energies_and_forces(tmp_path, gen):
     np.testing.assert_allclose(c["time"][:3], [0.0, 0.001, 0.002])  # ps: steps 0, 1, 2 of 1 fs
 
 
+@needs_kernel
+def test_box_is_passed_and_virial_is_minus_sum_r_outer_f(tmp_path):
+    # two atoms 1.6 A apart through the periodic boundary of a 6 A box (5.4 A apart without it)
+    s = State(positions=[[0.3, 0.2, 0.1], [4.7, 0.5, -0.4]], atomic_numbers=[1, 1], cell=np.eye(3) * 6.0,
+              pbc=[True] * 3)
+    bias = PlumedBias(umbrella_window_input(DISTANCE([0, 1]), 1.0, 2.0, colvar_file="COLVAR"), timestep=1.0,
+                      temperature=300.0, work_dir=tmp_path)
+    try:
+        e, f = bias.energy_and_forces(s)
+        e_ref, f_ref = RESTRAINT(DISTANCE([0, 1]), at=1.0, kappa=2.0).energy_and_forces(s)
+        d = np.array([-1.6, 0.3, -0.5])  # minimum-image vector from atom 0 to atom 1
+        assert float(e[0]) == pytest.approx(0.5 * 2.0 * (np.linalg.norm(d) - 1.0) ** 2, abs=1e-12)
+        np.testing.assert_allclose(f.numpy(), f_ref.numpy(), atol=1e-8)
+        # PLUMED's virial = -sum_i r_i (x) f_i with the minimum-image pair vector = -d (x) f_1
+        np.testing.assert_allclose(bias.last_virial[0].numpy(), -np.outer(d, f.numpy()[1]), atol=1e-10)
+        np.testing.assert_allclose(bias.stress(s)[0].numpy(), -np.outer(d, f.numpy()[1]) / 216.0, atol=1e-12)
+    finally:
+        bias.close()
+
+
 def _double_well_setup(n=13):
     pot = DoubleWell1D(barrier=5 * KJ, x0=10.0, confine=50 * KJ / 100)
     at = np.linspace(-15.0, 15.0, n)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -107,7 +108,10 @@ def _trace_and_check(wrapper, example, path, n_check, seed, jitter):
         eager0 = wrapper(example)
     if not torch.isfinite(eager0).all():
         raise InputError("the model is not finite at the template geometry; give a sensible template")
-    traced = torch.jit.trace(wrapper, example, check_trace=False)
+    with warnings.catch_warnings():
+        # the tracer warns about every Python-level constant; the trace is checked below instead
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(wrapper, example, check_trace=False)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(n_check):
         x = example + jitter * torch.randn(example.shape, generator=gen, dtype=example.dtype)

@@ -241,6 +241,7 @@ class PlumedBias(Potential):
     """
 
     differentiable = False
+    supports_stress = True
     translation_invariant = False  # depends on the PLUMED input; not checked
     rotation_invariant = False
 
@@ -383,6 +384,13 @@ class PlumedBias(Potential):
         _, _, v = self._run(state, update=False)
         return torch.as_tensor(v, dtype=state.dtype)
 
+    def stress(self, state: State) -> torch.Tensor:
+        """Bias stress [n_systems, 3, 3] (eV/A^3, ASE sign): PLUMED's virial / cell volume. Needs a cell."""
+        if state.cell is None:
+            raise InputError("stress needs a cell; PLUMED's virial alone is available from virial()")
+        volume = torch.linalg.det(state.cell).abs()
+        return self.virial(state) / volume[:, None, None]
+
     def cross_energies(self, state: State) -> torch.Tensor:
         """``[n_replicas, n_systems]``: bias of every replica's PLUMED at every system's configuration (eV).
 
@@ -456,7 +464,7 @@ class PlumedUmbrellaRecorder:
         return SampleSet.from_arrays(
             state_index=si[order], u_kn=u, temperature=self.temperature, cv=np.concatenate(self._cv)[order],
             u_ref=np.zeros(si.size), step=np.concatenate(self._step)[order],
-            cv_definitions=[c.to_spec() for c in self.cvs],
+            cv_definitions=[dict(c.to_spec(), name=c.label()) for c in self.cvs],
             attrs={"source": "PlumedBias", "bias_energy_eV": np.concatenate(self._ebias)[order].tolist()}, path=path)
 
 
