@@ -1,0 +1,145 @@
+"""Behler–Parrinello network: ACSF descriptors -> per-element MLPs.
+
+``E = sum_i (scale * eps_{Z_i}(G_i) + e_ref[Z_i])``: per-element reference
+energies ``e_ref`` (fitted by least squares before training) plus learned
+atomic energies. A committee of ``n_members`` networks is stored as stacked
+weights and evaluated in one batched pass (one matmul per layer for all
+members and elements).
+
+Example
+-------
+>>> from ase.build import molecule
+>>> from fesurf.state import State
+>>> model = BehlerParrinello(elements=[1, 8], hidden=(16, 16), seed=0)
+>>> model.energy(State.from_atoms(molecule("H2O"))).shape
+torch.Size([1])
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from ..errors import InputError
+from ..state import State
+from .base import AtomisticModel
+from .descriptors import ACSF
+from .graph import build_graph
+
+
+class StackedMLP(torch.nn.Module):
+    """``n_members x n_elements`` independent MLPs evaluated together (SiLU activations).
+
+    Input ``x`` ``[n_atoms, D]`` (shared) or ``[M, n_atoms, D]``; element index
+    ``species`` ``[n_atoms]``; output ``[M, n_atoms, n_out]``.
+    """
+
+    def __init__(self, n_members: int, n_elements: int, n_in: int, hidden: Sequence[int], n_out: int,
+                 generator: torch.Generator):
+        super().__init__()
+        sizes = [n_in, *hidden, n_out]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            w = torch.randn(n_members, n_elements, a, b, generator=generator, dtype=torch.float64) / math.sqrt(a)
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(torch.zeros(n_members, n_elements, 1, b, dtype=torch.float64)))
+
+    def forward(self, x: torch.Tensor, order: torch.Tensor, counts: list):
+        """``order`` sorts atoms by element, ``counts`` atoms per element (see
+        :func:`element_groups`); output rows are in ``order``."""
+        h = (x if x.dim() == 3 else x.unsqueeze(0))[:, order]
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if h.shape[0] != w.shape[0]:
+                h = h.expand(w.shape[0], -1, -1)
+            parts = [torch.baddbmm(b[:, e], part, w[:, e]) for e, part in enumerate(h.split(counts, dim=1))
+                     if counts[e] > 0]
+            h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+            if k < last:
+                h = torch.nn.functional.silu(h)
+        return h
+
+
+def element_groups(acsf, numbers: torch.Tensor, graph=None):
+    """(species [n], permutation sorting atoms by element, atoms per element, scatter
+    indices of ``graph`` or None), cached on the ``numbers`` tensor and the graph
+    template (an MD run reuses one State's atomic numbers every step)."""
+    cache = acsf.__dict__.setdefault("_group_cache", {})
+    template = graph is not None and graph.template
+    key = (numbers.data_ptr(), numbers.numel(), graph.i.data_ptr() if template else None,
+           graph.i.numel() if template else None)
+    hit = cache.get(key)
+    if hit is not None and torch.equal(hit[4], numbers):
+        return hit[:4]
+    species = acsf.species(numbers)
+    order = torch.argsort(species, stable=True)
+    counts = torch.bincount(species, minlength=acsf.n_elements).tolist()
+    index = acsf.scatter_index(species, graph) if graph is not None else None
+    if len(cache) > 64:
+        cache.clear()
+    entry = (species, order, counts, index, numbers.clone())
+    if graph is None or template:
+        cache[key] = entry
+    return entry[:4]
+
+
+class BehlerParrinello(AtomisticModel):
+    """BP neural network potential (optionally a committee, optionally heteroscedastic).
+
+    Parameters
+    ----------
+    elements : atomic numbers.
+    hidden : hidden layer widths of each element network.
+    n_members : committee size (independent initialisations from ``seed``).
+    heteroscedastic : add a per-atom log-variance output (Gaussian NLL training).
+    acsf : dict of :class:`ACSF` settings (cutoff in Angstrom, etc.).
+    seed : int, initialisation.
+    """
+
+    def __init__(self, elements: Sequence[int], hidden: Sequence[int] = (32, 32), n_members: int = 1,
+                 heteroscedastic: bool = False, acsf: dict | None = None, seed: int = 0):
+        super().__init__()
+        if int(n_members) < 1:
+            raise InputError("n_members must be >= 1")
+        self.acsf = ACSF(elements, **(acsf or {}))
+        self.n_members = int(n_members)
+        self.heteroscedastic = bool(heteroscedastic)
+        self.hidden = [int(h) for h in hidden]
+        self.seed = int(seed)
+        ne, d = self.acsf.n_elements, self.acsf.n_features
+        gen = torch.Generator().manual_seed(self.seed)
+        self.mlp = StackedMLP(self.n_members, ne, d, self.hidden, 2 if heteroscedastic else 1, gen)
+        self.register_buffer("feature_mean", torch.zeros(ne, d, dtype=torch.float64))
+        self.register_buffer("feature_std", torch.ones(ne, d, dtype=torch.float64))
+        self.register_buffer("element_energy", torch.zeros(ne, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+
+    def config(self) -> dict:
+        cfg = dict(self.acsf.config)
+        elements = cfg.pop("elements")
+        return {"type": "BehlerParrinello", "elements": elements, "hidden": self.hidden,
+                "n_members": self.n_members, "heteroscedastic": self.heteroscedastic, "acsf": cfg, "seed": self.seed}
+
+    def descriptors(self, positions: torch.Tensor, state: State) -> torch.Tensor:
+        """Raw ACSF ``[..., n_atoms, n_features]``."""
+        graph = build_graph(state, self.acsf.cutoff, triplets=True, triplet_cutoff=self.acsf.angular_cutoff)
+        return self.acsf(positions, self.acsf.species(state.atomic_numbers), graph)
+
+    def _member_outputs(self, positions, state):
+        graph = build_graph(state, self.acsf.cutoff, triplets=True, triplet_cutoff=self.acsf.angular_cutoff)
+        species, order, counts, index = element_groups(self.acsf, state.atomic_numbers, graph)
+        g = self.acsf(positions, species, graph, index)
+        x = (g - self.feature_mean[species]) / self.feature_std[species]
+        out = self.mlp(x, order, counts)  # [M, N, 1 or 2], atoms in `order`
+        eps = out[..., 0] * self.energy_scale + self.element_energy[species[order]]
+        m = out.shape[0]
+        sys = state.system_index[order]
+        energy = torch.zeros(m, state.n_systems, dtype=eps.dtype, device=eps.device).index_add(1, sys, eps)
+        log_var = None
+        if self.heteroscedastic:
+            var_atom = torch.nn.functional.softplus(out[..., 1]) * self.energy_scale ** 2 + 1e-10
+            var = torch.zeros(m, state.n_systems, dtype=eps.dtype, device=eps.device).index_add(1, sys, var_atom)
+            log_var = var.log()
+        return energy, log_var

@@ -1,0 +1,14 @@
+"""Training: datasets, configuration generation, force-matching fits, metrics.
+
+Example
+-------
+>>> from fesurf.training import TrainConfig, split_indices
+>>> len(split_indices(10, seed=0)["train"])
+8
+"""
+from .data import Dataset, read_frames, split_indices, write_labels
+from .fit import TrainConfig, fit_element_energies, train
+from .metrics import calibration, error_metrics, evaluate, parity_plot, predict_dataset
+
+__all__ = ["Dataset", "read_frames", "write_labels", "split_indices", "TrainConfig", "train",
+           "fit_element_energies", "error_metrics", "evaluate", "calibration", "parity_plot", "predict_dataset"]

@@ -1,0 +1,147 @@
+"""Generate, label and fit the stored malonaldehyde data (GFN2-xTB).
+
+Stages (run both, or one with ``--stage``):
+
+``generate``: Langevin MD on GFN2-xTB at 300/500/700/1000 K, umbrella MD along
+the proton-transfer coordinate d(O1-H) - d(O2-H) covering the transition
+region, and out-of-distribution frames at 1500 K; all frames labelled with
+GFN2-xTB (cached) and written to ``fesurf/data/malonaldehyde_gfn2.extxyz.gz``
+with ``info['split']`` (train/val/test/ood).
+
+``train``: fits a Behler-Parrinello committee and a SchNet-style model on the
+train split, reports test metrics and the committee's spread/error Spearman
+correlation on test + 1500 K frames, stores the committee and
+``malonaldehyde_metrics.json``.
+
+Usage: ``nice -n 10 python scripts/make_malonaldehyde.py --stage generate``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fesurf.cv import distance_difference
+from fesurf.data import (MALONALDEHYDE_COMMITTEE, MALONALDEHYDE_DATASET, MALONALDEHYDE_METRICS,
+                         malonaldehyde)
+from fesurf.oracles import XTBOracle
+from fesurf.training.data import Dataset, split_indices, write_labels
+from fesurf.training.generate import biased_md, oracle_md
+
+log = logging.getLogger("make_malonaldehyde")
+
+
+def generate(args):
+    oracle = XTBOracle(method="GFN2-xTB")
+    atoms = malonaldehyde()
+    t0 = time.time()
+    md = oracle_md(oracle, atoms, temperatures=[300.0, 500.0, 700.0, 1000.0], replicas_per_temperature=2,
+                   n_frames=args.md_frames, stride=10, timestep=0.5, seed=11, equilibration=200)
+    log.info("MD: %d frames in %.0f s", len(md), time.time() - t0)
+    cv = distance_difference([0, 5], [4, 5])
+    centers = np.linspace(-0.9, 0.9, 10)
+    bias = biased_md(oracle, atoms, cv, centers=centers, kappa=5.0, temperature=500.0,
+                     n_frames=args.biased_frames, stride=10, timestep=0.5, seed=23, equilibration=200)
+    log.info("biased: %d frames in %.0f s", len(bias), time.time() - t0)
+    ood = oracle_md(oracle, atoms, temperatures=[1500.0], replicas_per_temperature=2, n_frames=args.ood_frames,
+                    stride=10, timestep=0.5, seed=37, equilibration=200)
+    log.info("1500 K: %d frames in %.0f s", len(ood), time.time() - t0)
+    pool = md + bias
+    split = split_indices(len(pool), seed=5, fractions=(0.8, 0.1, 0.1))
+    for name, idx in split.items():
+        for k in idx.tolist():
+            pool[k].info["split"] = name
+    for a in ood:
+        a.info["split"] = "ood"
+    frames = pool + ood
+    labels = oracle.label(frames, cache=args.cache)
+    out = []
+    for a, lab in zip(frames, labels):
+        if not lab.ok:
+            log.warning("dropping a failed frame: %s", lab.reason)
+            continue
+        b = lab.to_atoms()
+        b.info.update({k: v for k, v in a.info.items() if k in ("source", "temperature", "split", "cv_center")})
+        out.append(b)
+    n = write_labels(out, MALONALDEHYDE_DATASET)
+    s = cv.compute(Dataset.from_atoms(out).batch(torch.arange(len(out)))[0]).numpy().ravel()
+    log.info("wrote %d frames to %s (%.2f MB) in %.0f s; CV range %.2f..%.2f, |CV|<0.1: %d frames", n,
+             MALONALDEHYDE_DATASET, MALONALDEHYDE_DATASET.stat().st_size / 1e6, time.time() - t0, s.min(), s.max(),
+             int((np.abs(s) < 0.1).sum()))
+
+
+def load_dataset():
+    from fesurf.data import MALONALDEHYDE_NPZ
+
+    if MALONALDEHYDE_NPZ.exists() and MALONALDEHYDE_NPZ.stat().st_mtime >= MALONALDEHYDE_DATASET.stat().st_mtime:
+        return Dataset.load_npz(MALONALDEHYDE_NPZ)
+    ds = Dataset.read(MALONALDEHYDE_DATASET)
+    ds.save_npz(MALONALDEHYDE_NPZ)
+    return ds
+
+
+def train(args):
+    from fesurf.surrogates import BehlerParrinello, SchNet, save_model
+    from fesurf.training import TrainConfig, calibration, evaluate, parity_plot
+    from fesurf.training import train as fit
+
+    ds = load_dataset()
+    log.info("dataset: %s", ds.statistics())
+    idx = {name: ds.where("split", lambda s, n=name: s == n) for name in ("train", "val", "test", "ood")}
+    test_ood = torch.cat([idx["test"], idx["ood"]])
+    results = {"dataset": ds.statistics(), "split_sizes": {k: len(v) for k, v in idx.items()}}
+
+    bp = BehlerParrinello([1, 6, 8], hidden=(48, 48), n_members=args.members, seed=1)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=64, lr=3e-3, patience=40, lr_patience=10, dtype="float32",
+                      seed=1, max_time=args.bp_time)
+    hist = fit(bp, ds, idx["train"], idx["val"], cfg)
+    results["bp"] = {"test": evaluate(bp, ds, idx["test"]), "ood_1500K": evaluate(bp, ds, idx["ood"]),
+                     "calibration_test_plus_1500K": calibration(bp, ds, test_ood),
+                     "epochs": len(hist["val_loss"]), "best_epoch": hist["best_epoch"],
+                     "train_seconds": hist["seconds"], "config": bp.config(), "train_config": hist["config"]}
+    log.info("BP committee: %s", json.dumps(results["bp"]["test"]))
+    log.info("calibration: %s", json.dumps(results["bp"]["calibration_test_plus_1500K"]))
+    save_model(bp, MALONALDEHYDE_COMMITTEE, metadata={"method": "tblite:GFN2-xTB", "test_metrics": results["bp"]["test"],
+                                                       "dataset": MALONALDEHYDE_DATASET.name})
+    parity_plot(bp, ds, idx["test"], Path(args.plots) / "parity_bp.png", "BP committee, GFN2-xTB test set")
+    MALONALDEHYDE_METRICS.write_text(json.dumps(results, indent=1))
+
+    sn = SchNet([1, 6, 8], features=32, n_interactions=3, seed=2)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=64, lr=2e-3, patience=40, lr_patience=10, dtype="float32",
+                      seed=2, max_time=args.schnet_time)
+    hist = fit(sn, ds, idx["train"], idx["val"], cfg)
+    results["schnet"] = {"test": evaluate(sn, ds, idx["test"]), "ood_1500K": evaluate(sn, ds, idx["ood"]),
+                         "epochs": len(hist["val_loss"]), "train_seconds": hist["seconds"], "config": sn.config()}
+    log.info("SchNet: %s", json.dumps(results["schnet"]["test"]))
+    parity_plot(sn, ds, idx["test"], Path(args.plots) / "parity_schnet.png", "SchNet, GFN2-xTB test set")
+    MALONALDEHYDE_METRICS.write_text(json.dumps(results, indent=1))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["generate", "train", "all"], default="all")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "fesurf" / "xtb_labels"))
+    p.add_argument("--md-frames", type=int, default=400)
+    p.add_argument("--biased-frames", type=int, default=120)
+    p.add_argument("--ood-frames", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=400)
+    p.add_argument("--members", type=int, default=4)
+    p.add_argument("--bp-time", type=float, default=1500.0, help="BP training budget, s")
+    p.add_argument("--schnet-time", type=float, default=600.0, help="SchNet training budget, s")
+    p.add_argument("--plots", default=".", help="directory for parity plots")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)
+    if args.stage in ("generate", "all"):
+        generate(args)
+    if args.stage in ("train", "all"):
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
