@@ -1,7 +1,7 @@
 """Diagnostics that run by default before and after every estimate.
 
 - equilibration detection and decorrelation per state (``pymbar.timeseries``),
-- the MBAR overlap matrix (neighbour overlap below 0.03 warns, with the matrix),
+- the MBAR overlap matrix (states that fall into non-overlapping groups at 0.03 warn, with the matrix),
 - Kish effective sample size per state.
 
 Each problem emits a :class:`EstimatorWarning` subclass (``warnings.warn``), so
@@ -20,7 +20,7 @@ from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-#: Neighbour overlap below this warns (REFERENCE.md: umbrella neighbour overlap >= 0.03).
+#: Overlap below this separates states (REFERENCE.md: umbrella neighbour overlap >= 0.03).
 OVERLAP_THRESHOLD = 0.03
 #: Kish effective sample size below this warns.
 ESS_THRESHOLD = 50.0
@@ -186,28 +186,36 @@ def build_mbar(u_kn, N_k, initial_f_k=None):
 
 def overlap_diagnostics(mbar, *, threshold: float = OVERLAP_THRESHOLD, ess_threshold: float = ESS_THRESHOLD,
                         warn: bool = True) -> dict:
-    """Overlap matrix, its neighbour elements and Kish ESS per state, warning below thresholds.
+    """Overlap matrix, overlap connectivity and Kish ESS per state, warning below thresholds.
 
-    The overlap warning compares O[k, k+1] between consecutive sampled states
-    (states are assumed ordered along the path, as for BAR initialisation) and
-    prints the whole matrix.
+    States are joined when their symmetrised overlap (O[i, j] + O[j, i]) / 2 is at
+    least ``threshold``; if the sampled states fall into more than one connected
+    group (e.g. a gap between umbrella windows, in any arrangement: a chain or a
+    2D grid), an :class:`OverlapWarning` names the groups, the weakest
+    consecutive pairs, and prints the whole overlap matrix.
     """
+    from scipy.sparse.csgraph import connected_components
+
     ov = mbar.compute_overlap()
     O = np.asarray(ov["matrix"], dtype=np.float64)
     ess = np.asarray(mbar.compute_effective_sample_number(), dtype=np.float64)
     sampled = np.where(mbar.N_k > 0)[0]
     neighbour = np.array([O[a, b] for a, b in zip(sampled[:-1], sampled[1:])])
-    if warn and neighbour.size and neighbour.min() < threshold:
-        bad = [(int(a), int(b)) for a, b, o in zip(sampled[:-1], sampled[1:], neighbour) if o < threshold]
+    sym = 0.5 * (O + O.T)[np.ix_(sampled, sampled)]
+    n_groups, labels = connected_components(sym >= threshold, directed=False)
+    groups = [sampled[labels == g].tolist() for g in range(n_groups)]
+    if warn and n_groups > 1:
+        weak = [(int(a), int(b)) for a, b, o in zip(sampled[:-1], sampled[1:], neighbour) if o < threshold]
         with np.printoptions(precision=3, suppress=True, linewidth=150):
             warnings.warn(OverlapWarning(
-                f"poor overlap between neighbouring states {bad} (overlap < {threshold}); add windows "
-                f"between them, widen them (smaller force constant) or sample longer. Overlap matrix "
-                f"O[i, j] (probability that a sample from i is seen in j):\n{O}"), stacklevel=3)
+                f"the states split into {n_groups} groups that do not overlap (overlap < {threshold}): {groups}; "
+                f"consecutive pairs below the threshold: {weak}. Add windows between them, widen them (smaller "
+                f"force constant) or sample longer. Overlap matrix O[i, j] (probability that a sample from i is "
+                f"seen in j):\n{O}"), stacklevel=3)
     if warn and ess.min() < ess_threshold:
         low = np.where(ess < ess_threshold)[0].tolist()
         warnings.warn(EffectiveSampleSizeWarning(
             f"Kish effective sample size below {ess_threshold:g} in state(s) {low}: "
             f"{np.round(ess[low], 1).tolist()}; estimates there rest on few samples"), stacklevel=3)
-    return {"overlap_matrix": O, "neighbour_overlap": neighbour, "kish_ess": ess,
+    return {"overlap_matrix": O, "neighbour_overlap": neighbour, "overlap_groups": groups, "kish_ess": ess,
             "overlap_scalar": float(np.real(ov["scalar"]))}

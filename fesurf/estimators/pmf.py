@@ -113,13 +113,14 @@ def _hist_f(x, log_w, edges):
     return f.reshape(shape)
 
 
-def _kde_f(x, log_w, grid_pts, bandwidth):
+def _kde_f(x, log_w, grid_pts, bandwidth, return_kde=False):
     from scipy.stats import gaussian_kde
 
     w = np.exp(log_w - log_w.max())
     kde = gaussian_kde(x.T, weights=w / w.sum(), bw_method=bandwidth)
     with np.errstate(divide="ignore"):
-        return -np.log(kde(grid_pts.T))
+        f = -np.log(kde(grid_pts.T))
+    return (f, kde) if return_kde else f
 
 
 def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram", uncertainty: str | None = None,
@@ -210,7 +211,8 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
         mbar = fes.get_mbar()
     else:
         mbar = build_mbar(u_kn, prep.N_k)
-        values = _kde_f(x, _log_weights(u_kn, prep.N_k, mbar.f_k, u_n), mesh, bandwidth).reshape(shape)
+        values, kde = _kde_f(x, _log_weights(u_kn, prep.N_k, mbar.f_k, u_n), mesh, bandwidth, return_kde=True)
+        values = values.reshape(shape)
         values = values - np.nanmin(values[np.isfinite(values)]) if np.isfinite(values).any() else values
         sig = None
 
@@ -220,6 +222,8 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
     diag.update(prep.info())
     counts = np.histogramdd(x, bins=edges)[0]
     diag.update(bin_edges=edges, counts=counts, kish_ess_target=ess_target, cv_indices=cvs)
+    if method == "kde":
+        diag["kde_covariance"] = np.atleast_2d(kde.covariance)  # Gaussian kernel covariance, CV units^2
     if warn and ess_target < ESS_THRESHOLD:
         warnings.warn(EffectiveSampleSizeWarning(
             f"Kish effective sample size of the PMF's target ensemble is {ess_target:.1f} "

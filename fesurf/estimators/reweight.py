@@ -145,7 +145,8 @@ def _bin_index(x, edges):
 def reweight_pmf(samples, labelled, delta_u, *, cv: int = 0, bins=30, range=None, unit_delta_u: str = "eV",
                  inclusion_probability=None, min_ess: float = MIN_ESS, max_beta_sigma: float = MAX_BETA_SIGMA,
                  min_labels: int = 3, n_bootstrap: int = 200, seed: int = 0, unit: str = "kT",
-                 equilibrate: bool = True, decorrelate: bool = True, warn: bool = True) -> ReweightResult:
+                 equilibrate: bool = True, decorrelate: bool = True, warn: bool = True,
+                 target_shift=None) -> ReweightResult:
     """Correct a surrogate umbrella/MBAR PMF to the reference with labels on a subset of frames.
 
     Parameters
@@ -165,6 +166,10 @@ def reweight_pmf(samples, labelled, delta_u, *, cv: int = 0, bins=30, range=None
         max_beta_sigma, or it has fewer than ``min_labels`` labels.
     n_bootstrap, seed
         Bootstrap of the labels within each bin for confidence intervals.
+    target_shift : [N] float, optional
+        Reduced energy (kT) added to every frame's unbiased potential before
+        reweighting (a delta-learned model of dU; then ``delta_u`` are the
+        model's residuals and ``surrogate`` is the surrogate-plus-model PMF).
     """
     labelled = np.asarray(labelled, dtype=np.int64)
     du = np.asarray(delta_u, dtype=float)
@@ -183,11 +188,16 @@ def reweight_pmf(samples, labelled, delta_u, *, cv: int = 0, bins=30, range=None
     if beta_du is None:
         raise InputError("unit_delta_u must be 'eV' or 'kT'")
 
+    target = None
+    if target_shift is not None:
+        if samples.u_ref is None:
+            raise InputError("target_shift needs the SampleSet's u_ref (unbiased reduced potential)")
+        target = samples.u_ref + np.asarray(target_shift, dtype=float)
     surrogate = compute_pmf(samples, cv=cv, bins=bins, range=range, equilibrate=equilibrate,
-                            decorrelate=decorrelate, warn=warn)
+                            decorrelate=decorrelate, warn=warn, target=target)
     edges = np.asarray(surrogate.diagnostics["bin_edges"][0])
     n_bins = edges.size - 1
-    log_w, _ = frame_log_weights(samples, equilibrate=equilibrate, decorrelate=decorrelate)
+    log_w, _ = frame_log_weights(samples, target=target, equilibrate=equilibrate, decorrelate=decorrelate)
     x = samples.cv[:, cv]
     bin_of_label = _bin_index(x[labelled], edges)
     if inclusion_probability is None:
