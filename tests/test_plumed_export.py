@@ -1,6 +1,5 @@
 """TorchScript export for PLUMED's PYTORCH_MODEL: float32 (1, n) in, float32 (1, n_out) out; loaded back
 through torch.jit.load and compared with the fesurf model (values and autograd derivatives)."""
-import math
 
 import numpy as np
 import pytest

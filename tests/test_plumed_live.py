@@ -104,7 +104,7 @@ def test_plumed_umbrella_pmf_equals_native_umbrella_pmf(tmp_path):
     inputs = [umbrella_window_input(cv, a, kappa, colvar_file=f"COLVAR.{k}", stride=20) for k, a in enumerate(at)]
     bias = PlumedBias(inputs, timestep=5.0, temperature=300.0, work_dir=tmp_path)
     rec = PlumedUmbrellaRecorder(bias, cv, temperature=300.0, stride=20, skip_steps=500)
-    n_steps = 6000
+    n_steps = 4000
     try:
         Langevin(Sum([pot, bias]), timestep=5.0, temperature=300.0, friction=0.005, seed=21).run(
             s0, n_steps, reporters=[rec])

@@ -27,7 +27,6 @@ Example
 """
 from __future__ import annotations
 
-import io
 import logging
 from typing import Optional, Sequence
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -249,6 +249,8 @@ class PlumedBias(Potential):
                  n_replicas: Optional[int] = None, log_file: Optional[str] = None, restart: bool = False,
                  work_dir=None, _shared=None, _rows=None):
         super().__init__()
+        self.last_bias = None
+        self.last_virial = None
         if _shared is not None:  # a view on some replicas of another PlumedBias (select_systems)
             self._shared, self._rows = _shared, list(_rows)
             return
@@ -273,8 +275,6 @@ class PlumedBias(Potential):
                         "n_replicas": None if n_replicas is None else int(n_replicas), "step": 0,
                         "cache": None}
         self._rows = None
-        self.last_bias = None
-        self.last_virial = None
 
     # ----------------------------------------------------------- set-up
     def _ensure(self, state: State):
