@@ -137,3 +137,17 @@ def test_exp_correction_closed_forms():
     # sampling sd of the EXP estimate at sigma = 1 kT with 2e5 samples: sqrt((e^{sigma^2}-1)/N) ~ 0.003
     assert wtp == pytest.approx(0.5, abs=0.015) and cum == pytest.approx(0.5, abs=0.01)
     assert ess / x.size == pytest.approx(np.exp(-1.0), rel=0.05) and sig == pytest.approx(1.0, abs=0.01)
+
+
+def test_delta_learning_corrects_with_few_labels(surrogate_run):
+    from fesurf.estimators.delta_learning import reweight_pmf_delta
+
+    ss = surrogate_run
+    # 1% of the frames: the model (KRR on the particle's coordinates) carries the smooth part of dU on
+    # every frame; wTP on the residuals removes what it missed
+    frames, pi = choose_frames(ss, int(0.01 * ss.n_frames), bins=EDGES, seed=5)
+    res = reweight_pmf_delta(ss, frames, delta_u(ss, frames, REFERENCE), bins=EDGES, inclusion_probability=pi)
+    val = res.per_bin["model_validation"]
+    assert val["rmse_kT"] < 0.5 * val["sd_of_labels_kT"]  # the model explains most of dU on held-out labels
+    assert not res.flagged.any()
+    assert aligned_max_error(res.corrected.values, EXACT_REF) < 0.15
