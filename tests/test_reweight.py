@@ -151,3 +151,29 @@ def test_delta_learning_corrects_with_few_labels(surrogate_run):
     assert val["rmse_kT"] < 0.5 * val["sd_of_labels_kT"]  # the model explains most of dU on held-out labels
     assert not res.flagged.any()
     assert aligned_max_error(res.corrected.values, EXACT_REF) < 0.15
+
+
+def test_adaptive_labelling_stops_at_target_and_records_failures(surrogate_run):
+    from fesurf.estimators.reweight import adaptive_reweight
+
+    ss = surrogate_run
+    calls = []
+
+    def label(frames):
+        calls.append(len(frames))
+        du = delta_u(ss, frames, REFERENCE)
+        ok = (frames % 17) != 0  # a deterministic share of 'failed QM calls'
+        return np.where(ok, du, 0.0), ok, ["SCF not converged" if not g else "" for g in ok]
+
+    out = adaptive_reweight(ss, label, target_sigma=0.35, budget=1200, initial=300, per_round=150, bins=EDGES)
+    assert sum(calls) <= 1200
+    assert out.failed and all(r == "SCF not converged" for r in out.failed.values())
+    assert not set(out.failed) & set(out.labelled.tolist())  # failures never enter the estimate
+    last = out.history[-1]
+    if out.converged:
+        assert last["activation_sigma_kT"] <= 0.35
+    else:
+        assert sum(calls) == 1200
+    # sigma shrinks (non-strictly) as labels accumulate
+    sig = [h["activation_sigma_kT"] for h in out.history if "activation_sigma_kT" in h]
+    assert sig[-1] <= sig[0] + 1e-9

@@ -275,13 +275,15 @@ def reweight_pmf(samples, labelled, delta_u, *, cv: int = 0, bins=30, range=None
 
 
 def choose_frames(samples, n_labels: int, *, cv: int = 0, bins=30, range=None, exclude=(), seed: int = 0,
-                  decorrelate: bool = True):
+                  decorrelate: bool = True, bin_weights=None):
     """Stratified random choice of frames to label: spread evenly over CV bins, uniform within each.
 
     Only decorrelated, equilibrated frames are candidates (``pymbar.timeseries``).
     Returns ``(frames, inclusion_probability)``; pass both to :func:`reweight_pmf`
     (uniform choice within a bin makes the per-bin estimate unbiased; the
     probabilities matter only when bins are pooled, as in ΔA between states).
+    ``bin_weights`` (one per bin) shares the labels out unevenly, e.g. to the
+    bins whose correction is least certain (adaptive labelling).
     """
     if int(n_labels) < 1:
         raise InputError("n_labels must be >= 1")
@@ -295,18 +297,91 @@ def choose_frames(samples, n_labels: int, *, cv: int = 0, bins=30, range=None, e
     b = _bin_index(x, edges)
     rng = np.random.default_rng(seed)
     groups = [cand[b == k] for k in np.arange(edges.size - 1)]
+    sizes = np.array([g.size for g in groups])
+    want = np.ones(len(groups)) if bin_weights is None else np.clip(np.asarray(bin_weights, float), 0, None)
+    if want.shape != sizes.shape or not np.isfinite(want).all():
+        raise InputError(f"bin_weights must hold {sizes.size} finite values, one per bin")
+    want = np.where(sizes > 0, want, 0.0)
     quota = np.zeros(len(groups), np.int64)
-    remaining = min(int(n_labels), int(sum(g.size for g in groups)))
-    while remaining > 0:  # round-robin over bins that still have unlabelled candidates
-        open_bins = [k for k, g in enumerate(groups) if quota[k] < g.size]
-        if not open_bins:
-            break
-        for k in open_bins[:remaining]:
-            quota[k] += 1
-        remaining -= min(len(open_bins), remaining)
+    remaining = min(int(n_labels), int(sizes.sum()))
+    while remaining > 0:  # hand labels out by weight, never more than a bin's candidates
+        room = (quota < sizes) & (want > 0)
+        if not room.any():
+            room = quota < sizes
+            want = np.where(room, 1.0, 0.0)
+        share = np.floor(remaining * want * room / (want * room).sum()).astype(np.int64)
+        if share.sum() == 0:
+            share[np.argmax(np.where(room, want, -1))] = 1
+        share = np.minimum(share, sizes - quota)
+        quota += share
+        remaining -= int(share.sum())
     frames, probs = [], []
     for g, q in zip(groups, quota):
         if q:
             frames.append(rng.choice(g, size=q, replace=False))
             probs.append(np.full(q, q / g.size))
     return np.concatenate(frames), np.concatenate(probs)
+
+
+@dataclass
+class AdaptiveResult:
+    """What :func:`adaptive_reweight` did: the final result, the labels, and the round history."""
+
+    result: ReweightResult
+    labelled: np.ndarray
+    delta_u: np.ndarray
+    failed: dict  # frame -> reason
+    history: list  # per round: n_labels, activation, activation_sigma
+    converged: bool
+
+
+def adaptive_reweight(samples, label, *, target_sigma: float, budget: int, initial: int = 50, per_round: int = 50,
+                      bins=30, range=None, cv: int = 0, seed: int = 0, barrier_kwargs=None, **reweight_kwargs):
+    """Label in rounds until the corrected barrier's 1σ (kT) is below ``target_sigma`` or ``budget`` is spent.
+
+    ``label(frames) -> (delta_u_eV, ok, reasons)`` labels SampleSet frames with
+    the reference (typically an oracle run through its executor; see
+    ``fesurf.oracles``): ``delta_u_eV`` [n] floats, ``ok`` [n] bools,
+    ``reasons`` [n] strings for failures. Failed frames count against the
+    budget, are recorded, and never enter the estimate. Each new round puts
+    labels where the bootstrap sigma of the bin correction is largest.
+    """
+    if budget < initial:
+        raise InputError("budget must be at least the initial number of labels")
+    barrier_kwargs = dict(barrier_kwargs or {})
+    labelled, du, failed, history = [], [], {}, []
+    tried = np.zeros(0, np.int64)
+    weights, result, converged = None, None, False
+    rnd = 0
+    while tried.size < budget:
+        n_new = min(initial if rnd == 0 else per_round, budget - tried.size)
+        frames, _ = choose_frames(samples, n_new, cv=cv, bins=bins, range=range, exclude=tried,
+                                  seed=seed + rnd, bin_weights=weights)
+        values, ok, reasons = label(frames)
+        values, ok = np.asarray(values, float), np.asarray(ok, bool)
+        for f, good, why in zip(frames, ok, reasons):
+            if not good:
+                failed[int(f)] = str(why)
+        labelled.extend(frames[ok].tolist())
+        du.extend(values[ok].tolist())
+        tried = np.concatenate([tried, frames])
+        rnd += 1
+        result = reweight_pmf(samples, np.array(labelled), np.array(du), cv=cv, bins=bins, range=range,
+                              seed=seed, warn=False, **reweight_kwargs)
+        try:
+            b = result.barrier(**barrier_kwargs).to("kT")
+            sigma = b.activation.error
+            history.append({"n_labels": len(labelled), "n_failed": len(failed),
+                            "activation_kT": b.activation.value, "activation_sigma_kT": sigma})
+        except InputError as exc:  # flagged bins can leave no barrier yet: keep labelling
+            sigma = np.inf
+            history.append({"n_labels": len(labelled), "n_failed": len(failed), "note": str(exc)})
+        log.info("adaptive round %d: %d labels, barrier sigma %.3f kT", rnd, len(labelled), sigma)
+        if sigma <= target_sigma:
+            converged = True
+            break
+        cs = np.nan_to_num(result.per_bin["correction_sigma"], nan=1.0)
+        weights = np.where(result.per_bin["n_labels"] < 3, cs.max() + 1.0, cs) + 1e-3
+    final = reweight_pmf(samples, np.array(labelled), np.array(du), cv=cv, bins=bins, range=range, seed=seed,
+                         **reweight_kwargs)
+    return AdaptiveResult(final, np.array(labelled), np.array(du), failed, history, converged)
