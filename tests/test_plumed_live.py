@@ -218,3 +218,80 @@ def test_fesurf_potential_inside_ase_plumed_calculator(tmp_path, monkeypatch):
     finally:
         calc.plumed.finalize()
     assert len(read_colvar(tmp_path / "COLVAR")) == 3
+
+
+@needs_kernel
+def test_surrogate_inside_ase_plumed_runs_md(tmp_path, monkeypatch):
+    # a fesurf surrogate (Behler-Parrinello network) as the unbiased calculator of ASE's Plumed calculator,
+    # with a PLUMED RESTRAINT on the O-H distance, driven by ASE's own Langevin dynamics
+    from ase.build import molecule
+    from ase.md.langevin import Langevin as AseLangevin
+
+    from fesurf.surrogates.bp import BehlerParrinello
+
+    monkeypatch.chdir(tmp_path)
+    model = BehlerParrinello(elements=[1, 8], hidden=(8, 8), seed=1).double()
+    atoms = molecule("H2O")
+    calc = plumed_ase_calculator(model, "d: DISTANCE ATOMS=1,2\nr: RESTRAINT ARG=d AT=0.1 KAPPA=5000\n"
+                                        "PRINT ARG=d,r.bias FILE=COLVAR STRIDE=1 FMT=%.8f",
+                                 atoms, timestep=0.5, temperature=300.0)
+    native = Sum([model, RESTRAINT(DISTANCE([0, 1]), at=1.0, kappa=5000 * KJ / 100)])
+    try:
+        e_ref, f_ref = native.energy_and_forces(State.from_atoms(atoms))
+        assert atoms.get_potential_energy() == pytest.approx(float(e_ref[0]), abs=1e-8)
+        np.testing.assert_allclose(atoms.get_forces(), f_ref.numpy(), atol=1e-8)
+        AseLangevin(atoms, 0.5 * units.fs, temperature_K=300.0, friction=0.01, rng=np.random.default_rng(0)).run(5)
+    finally:
+        calc.plumed.finalize()
+    c = read_colvar(tmp_path / "COLVAR")
+    assert len(c) >= 6  # one PLUMED step per force evaluation (initial + 5 steps)
+    np.testing.assert_allclose(c["r.bias"], 2500.0 * (c["d"] - 0.1) ** 2, atol=1e-6)
+
+
+_PYTORCH_SCRIPT = r'''
+import sys, numpy as np, plumed
+pos = np.array(eval(sys.argv[2]), dtype=np.float64)
+p = plumed.Plumed()
+p.cmd("setMDEngine", "python"); p.cmd("setNatoms", len(pos)); p.cmd("setMDLengthUnits", 0.1)
+p.cmd("setMDEnergyUnits", float(sys.argv[3])); p.cmd("setTimestep", 1.0); p.cmd("setLogFile", "log")
+p.cmd("init")
+for line in open(sys.argv[1]).read().splitlines():
+    p.cmd("readInputLine", line)
+f = np.zeros_like(pos); v = np.zeros((3, 3)); m = np.ones(len(pos)); b = np.zeros(1)
+p.cmd("setStep", 0); p.cmd("setBox", np.zeros((3, 3))); p.cmd("setMasses", m); p.cmd("setCharges", np.zeros(len(pos)))
+p.cmd("setPositions", pos); p.cmd("setForces", f); p.cmd("setVirial", v)
+p.cmd("prepareCalc"); p.cmd("performCalcNoUpdate"); p.cmd("update"); p.cmd("getBias", b)
+p.finalize()
+print(repr(float(b[0]))); print(repr(f.tolist()))
+'''
+
+
+@needs_kernel
+def test_exported_cv_runs_in_plumed_pytorch_model(tmp_path):
+    # PLUMED's PYTORCH_MODEL needs a kernel built with libtorch. The PyPI plumed 2.10.0 wrapper never releases
+    # the GIL, so a process that imported torch cannot run it (REFERENCE.md): PLUMED runs in a subprocess
+    # that imports only plumed and numpy.
+    import subprocess
+    import sys
+
+    from fesurf.plumed import export_cv
+
+    pos = [[0.0, 0.0, 0.0], [1.5, 0.2, -0.1], [2.0, 1.4, 0.0]]
+    s = State(positions=pos, atomic_numbers=[6, 1, 8])
+    lines = export_cv(DISTANCE([0, 2]), s, tmp_path / "d.ptc", label="ml")
+    # bias 0.5 * 100 kJ/mol/nm^2 * (d - 0.2 nm)^2 through the exported CV
+    (tmp_path / "plumed.dat").write_text("\n".join(lines + ["r: RESTRAINT ARG=ml.node-0 AT=0.2 KAPPA=100"]) + "\n")
+    res = subprocess.run([sys.executable, "-c", _PYTORCH_SCRIPT, "plumed.dat", repr(pos),
+                          repr(convert(1.0, "eV", "kJ/mol"))], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
+    if res.returncode != 0 and 'Action "PYTORCH_MODEL" is not known' in res.stderr + log:
+        pytest.skip("this PLUMED kernel has no PYTORCH_MODEL (build PLUMED with --enable-libtorch)")
+    assert res.returncode == 0, res.stderr[-2000:] + log[-2000:]
+    out = res.stdout.strip().splitlines()
+    bias, forces = float(out[-2]), np.array(eval(out[-1]))
+    native = RESTRAINT(DISTANCE([0, 2]), at=2.0, kappa=100 * KJ / 100)
+    e_ref, f_ref = native.energy_and_forces(s)
+    # float32 inside the model: relative precision ~1e-7 on d, so ~1e-6 relative on the bias and forces
+    assert bias == pytest.approx(float(e_ref[0]), rel=1e-5)
+    np.testing.assert_allclose(forces, f_ref.numpy(), rtol=1e-4, atol=1e-6)
