@@ -20,6 +20,7 @@ from .errors import InputError
 
 _SUBCOMMAND_MODULES = [
     "fesurf.md.report",
+    "fesurf.pipeline",
 ]
 
 
