@@ -1,7 +1,6 @@
 """SampleSet: incremental HDF5 writes, reopen round trip, checkpoint truncation (also after SIGKILL),
 from_arrays, selections and validation."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,8 @@ import numpy as np
 import pytest
 
 from fesurf.errors import InputError
-from fesurf.sampling import SampleSet, assert_samplesets_equal
+from fesurf.sampling import SampleSet
+from fesurf.sampling.sampleset import assert_samplesets_equal
 
 K, N_CV, N_ATOMS = 3, 2, 4
 

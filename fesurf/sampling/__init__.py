@@ -4,6 +4,6 @@ Example
 -------
 >>> from fesurf.sampling import SampleSet
 """
-from .sampleset import SampleSet, assert_samplesets_equal
+from .sampleset import SampleSet
 
-__all__ = ["SampleSet", "assert_samplesets_equal"]
+__all__ = ["SampleSet"]
