@@ -217,7 +217,7 @@ class METAD(CVBias):
 
         ``method="ct"``: ``beta (V(s_n, t_n) - c(t_n))`` with ``bias_energy`` the
         bias (eV) each frame felt when recorded and ``frame_steps`` its MD step
-        (c is the value after the last deposition at or before that step; needs
+        (c is the value after the last deposition before that step; needs
         ``grid``). ``method="final"``: ``beta V_final(s_n)``, needs the frames'
         CV values ``s [n, n_cvs]``.
         """
@@ -234,7 +234,7 @@ class METAD(CVBias):
             raise InputError("method='ct' needs grid= (points [G, n_cvs] covering the explored CV range)")
         steps, c = self.ct(grid, owner)
         frame_steps = np.asarray(frame_steps)
-        pos = np.searchsorted(steps, frame_steps, side="right") - 1
+        pos = np.searchsorted(steps, frame_steps, side="left") - 1  # hills deposited before the frame
         c_frame = np.where(pos >= 0, c[np.clip(pos, 0, None)] if len(c) else 0.0, 0.0)
         return beta * (np.asarray(bias_energy, dtype=np.float64) - c_frame)
 

@@ -7,3 +7,17 @@ Example
 from .sampleset import SampleSet
 
 __all__ = ["SampleSet"]
+
+# sampling protocols (batched engine)
+from .fep import fep_sampling  # noqa: E402
+from .metadynamics import metad_log_weights, metadynamics, metadynamics_from_configurations  # noqa: E402
+from .replica_exchange import NeighbourExchange, hamiltonian_replica_exchange  # noqa: E402
+from .ti import lambda_from_configurations, lambda_nodes, lambda_sampling, thermodynamic_integration  # noqa: E402
+from .umbrella import check_window_overlap, umbrella_from_configurations, umbrella_sampling  # noqa: E402
+
+__all__ += [
+    "umbrella_sampling", "umbrella_from_configurations", "check_window_overlap",
+    "hamiltonian_replica_exchange", "NeighbourExchange",
+    "thermodynamic_integration", "lambda_sampling", "lambda_nodes", "lambda_from_configurations", "fep_sampling",
+    "metadynamics", "metad_log_weights", "metadynamics_from_configurations",
+]
