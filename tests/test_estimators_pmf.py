@@ -167,3 +167,13 @@ def test_pmf_bad_input():
     empty = ss.select(np.where(ss.state_index != 7)[0])
     with pytest.raises(InputError, match="empty window"):
         compute_pmf(empty, cv=0)
+
+
+def test_pmf_range_excluding_the_deepest_well_is_referred_to_its_own_minimum():
+    ss = umbrella_1d(300, seed=2)
+    full = compute_pmf(ss, cv=0, bins=14, range=(-1.4, 1.4), warn=False)
+    right = compute_pmf(ss, cv=0, bins=6, range=(0.2, 1.4), warn=False)  # the same bins as full[8:]
+    # Same frames and MBAR solution, so the sub-range PMF is the full one re-referenced (solver tolerance).
+    np.testing.assert_allclose(right.values, full.values[8:] - full.values[8:].min(), atol=1e-5)
+    ref = right.diagnostics["reference_index"][0]
+    assert right.values[ref] == 0.0 and right.uncertainties[ref] == 0.0

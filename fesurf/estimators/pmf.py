@@ -191,15 +191,23 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
     shape = tuple(c.size for c in centres)
 
     if method == "histogram":
-        # pymbar labels 2D bins as i0 + i1 * len(edges1); that is unique only when axis 0 has
-        # no more edges than axis 1, so order the axes that way and transpose back.
-        swap = len(edges) == 2 and edges[0].size > edges[1].size + 1
+        # pymbar labels 2D bins as i0 + i1 * len(edges1) (out-of-range samples get i0 = len(edges0) - 1);
+        # that is unique only when axis 0 has no more edges than axis 1, so order the axes that way
+        # and transpose back.
+        swap = len(edges) == 2 and edges[0].size > edges[1].size
         order = [1, 0] if swap else list(np.arange(len(edges)))
         fes = pymbar.FES(u_kn, prep.N_k, mbar_options=dict(solver_protocol="robust", initialize="BAR"))
         fes.generate_fes(u_n, x[:, order], fes_type="histogram",
                          histogram_parameters={"bin_edges": [edges[a] for a in order]})
         mesh_o = mesh[:, order]
-        res = fes.get_fes(mesh_o, reference_point="from-lowest",
+        # pymbar's "from-lowest" may pick a group of samples outside the requested range as the
+        # reference; refer values and σ to the lowest bin inside the grid instead.
+        first = fes.get_fes(mesh_o, reference_point="from-lowest", uncertainty_method=None)["f_i"]
+        if not np.isfinite(first).any():
+            raise InputError("no sample falls inside the PMF range; widen range= or check the CV column")
+        ref_point = mesh_o[int(np.nanargmin(first))]
+        res = fes.get_fes(mesh_o, reference_point="from-specified",
+                          fes_reference=ref_point if len(order) == 2 else float(ref_point[0]),
                           uncertainty_method="analytical" if uncertainty == "analytical" else None)
         shape_o = tuple(shape[a] for a in order)
         values = res["f_i"].reshape(shape_o)
