@@ -122,6 +122,19 @@ class BehlerParrinello(AtomisticModel):
         return {"type": "BehlerParrinello", "elements": elements, "hidden": self.hidden,
                 "n_members": self.n_members, "heteroscedastic": self.heteroscedastic, "acsf": cfg, "seed": self.seed}
 
+    def select_members(self, members) -> "BehlerParrinello":
+        """A new model holding only the given committee members (e.g. ``[0]`` for a single network)."""
+        members = [int(m) for m in members]
+        if not members or any(not 0 <= m < self.n_members for m in members):
+            raise InputError(f"members must be indices in 0..{self.n_members - 1}")
+        cfg = self.config()
+        cfg.pop("type")
+        cfg["n_members"] = len(members)
+        new = BehlerParrinello(**cfg).to(self.model_dtype)
+        sd = {k: (v[members] if k.startswith("mlp.") else v) for k, v in self.state_dict().items()}
+        new.load_state_dict(sd)
+        return new
+
     def descriptors(self, positions: torch.Tensor, state: State) -> torch.Tensor:
         """Raw ACSF ``[..., n_atoms, n_features]``."""
         graph = build_graph(state, self.acsf.cutoff, triplets=True, triplet_cutoff=self.acsf.angular_cutoff)

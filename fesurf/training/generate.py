@@ -127,6 +127,8 @@ def normal_mode_sampling(oracle, atoms: Atoms, temperature: float, n_samples: in
     ``delta`` Angstrom); each mode with wavenumber above ``min_frequency_cm``
     (1/cm; drops translations/rotations) gets a Gaussian displacement of
     variance kT / (m omega^2) at ``temperature`` (K). Start from a minimum.
+    Each frame records ``info['harmonic_energy']`` (eV), the harmonic energy of
+    its displacement (mean: n_modes kT / 2).
     """
     from ..errors import OracleError
 
@@ -160,6 +162,7 @@ def normal_mode_sampling(oracle, atoms: Atoms, temperature: float, n_samples: in
         frame = atoms.copy()
         frame.calc = None
         frame.positions += dx.reshape(n, 3)
-        frame.info.update(source=f"normal_modes_{temperature:.0f}K", temperature=float(temperature))
+        frame.info.update(source=f"normal_modes_{temperature:.0f}K", temperature=float(temperature),
+                          harmonic_energy=float(0.5 * np.sum(evals[keep] * q ** 2)))
         out.append(frame)
     return out

@@ -1,0 +1,129 @@
+"""Surrogate cost benchmark: energy+forces per replica-step on malonaldehyde
+(GFN2-xTB vs the BP surrogate, single, batched over 64 replicas, and the
+committee), and per-atom cost scaling on a periodic argon crystal from 1k to
+20k atoms (vesin neighbour lists).
+
+Writes ``benchmarks/results/surrogate_cost.json`` and prints a table. Run with
+``nice -n 10 .venv/bin/python benchmarks/surrogate_cost.py`` (one torch thread).
+Ratios are what matter on a shared machine; absolute times drift with load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fesurf.data import MALONALDEHYDE_COMMITTEE, malonaldehyde
+from fesurf.state import State
+from fesurf.surrogates import BehlerParrinello, load_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "surrogate_cost.json"
+
+
+def best_time(fn, reps: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` mean seconds per call over ``reps`` calls (robust to load spikes)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best
+
+
+def xtb_time(reps: int) -> float:
+    from tblite.ase import TBLite
+
+    atoms = malonaldehyde()
+    atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    rng = np.random.default_rng(0)
+    base = atoms.positions.copy()
+
+    def call():  # a new geometry every call, as in MD (warm SCF restart)
+        atoms.positions = base + rng.normal(scale=0.01, size=base.shape)
+        atoms.get_forces()
+
+    return best_time(call, reps)
+
+
+def surrogate_time(model, n_replicas: int, reps: int, dtype) -> float:
+    gen = torch.Generator().manual_seed(0)
+    state = State.from_atoms(malonaldehyde()).replicate(n_replicas).to(dtype)
+    base = state.positions.clone()
+
+    def call():
+        state.positions = base + 0.01 * torch.randn(base.shape, generator=gen, dtype=dtype)
+        model.energy_and_forces(state)
+
+    return best_time(call, reps)
+
+
+def committee_time(model, n_replicas: int, reps: int, dtype) -> float:
+    state = State.from_atoms(malonaldehyde()).replicate(n_replicas).to(dtype)
+    return best_time(lambda: model.predict(state), reps)
+
+
+def scaling(sizes, dtype, reps: int = 2) -> dict:
+    from ase.build import bulk
+
+    model = BehlerParrinello([18], hidden=(48, 48), seed=0).to(dtype)
+    out = {}
+    for n_target in sizes:
+        reps_cell = max(1, round((n_target / 4) ** (1 / 3)))
+        atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat(reps_cell)
+        atoms.rattle(0.05, seed=1)
+        state = State.from_atoms(atoms).to(dtype)
+        t = best_time(lambda: model.energy_and_forces(state), reps, repeats=2)
+        out[len(atoms)] = t
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, smaller scaling sizes")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    reps = 20 if args.quick else 100
+    dtype = torch.float32
+    committee = load_model(MALONALDEHYDE_COMMITTEE).to(dtype) if MALONALDEHYDE_COMMITTEE.exists() else \
+        BehlerParrinello([1, 6, 8], hidden=(48, 48), n_members=4).to(dtype)
+    single = committee.select_members([0])
+    r = {"device": "cpu, 1 torch thread", "dtype": str(dtype).replace("torch.", ""),
+         "n_members": committee.n_members, "atoms": 9}
+    r["xtb_s"] = xtb_time(reps)
+    r["single_s"] = surrogate_time(single, 1, reps, dtype)
+    r["batched_64_s_per_replica"] = surrogate_time(single, 64, max(5, reps // 10), dtype) / 64
+    r["single_float64_s"] = surrogate_time(single.to(torch.float64), 1, reps, torch.float64)
+    single.to(dtype)
+    r["committee_single_s"] = committee_time(committee, 1, reps, dtype)
+    r["committee_batched_64_s_per_replica"] = committee_time(committee, 64, max(5, reps // 10), dtype) / 64
+    r["ratio_xtb_vs_single"] = r["xtb_s"] / r["single_s"]
+    r["ratio_xtb_vs_batched_64"] = r["xtb_s"] / r["batched_64_s_per_replica"]
+    r["ratio_xtb_vs_committee_batched_64"] = r["xtb_s"] / r["committee_batched_64_s_per_replica"]
+    sizes = (1000, 4000) if args.quick else (1000, 4000, 20000)
+    sc = scaling(sizes, dtype)
+    r["scaling_seconds"] = {str(k): v for k, v in sc.items()}
+    r["scaling_per_atom_us"] = {str(k): v / k * 1e6 for k, v in sc.items()}
+    n = sorted(sc)
+    r["per_atom_cost_ratio_20k_vs_1k"] = (sc[n[-1]] / n[-1]) / (sc[n[0]] / n[0])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(r, indent=1))
+    print(f"{'what':42s} {'ms / replica-step':>18s} {'xTB / this':>11s}")
+    for label, key in [("GFN2-xTB (tblite)", "xtb_s"), ("BP single", "single_s"),
+                       ("BP single, float64", "single_float64_s"),
+                       ("BP batched x64", "batched_64_s_per_replica"),
+                       (f"BP committee ({committee.n_members}) single", "committee_single_s"),
+                       (f"BP committee ({committee.n_members}) batched x64", "committee_batched_64_s_per_replica")]:
+        print(f"{label:42s} {r[key] * 1e3:18.4f} {r['xtb_s'] / r[key]:11.1f}")
+    for k in n:
+        print(f"periodic Ar, {k:6d} atoms: {sc[k]:.3f} s, {sc[k] / k * 1e6:.1f} us/atom")
+    print(f"per-atom cost ratio {n[-1]} vs {n[0]} atoms: {r['per_atom_cost_ratio_20k_vs_1k']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
