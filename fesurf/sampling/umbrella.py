@@ -74,7 +74,11 @@ def check_window_overlap(samples: SampleSet, threshold: float | None = None) -> 
 
     samples.validate()
     order = np.argsort(samples.state_index, kind="stable")
-    mbar = build_mbar(samples.u_kn[:, order], samples.N_k)
+    u_kn = samples.u_kn[:, order]
+    try:
+        mbar = build_mbar(u_kn, samples.N_k)
+    except Exception:  # noqa: BLE001 - pymbar's BAR initialisation fails exactly when windows do not overlap
+        mbar = build_mbar(u_kn, samples.N_k, initial_f_k=np.zeros(samples.n_states))
     return overlap_diagnostics(mbar, threshold=OVERLAP_THRESHOLD if threshold is None else threshold, warn=True)
 
 
