@@ -226,7 +226,10 @@ class Oracle:
         ----------
         configs : State, ase.Atoms or list of ase.Atoms
         executor : concurrent.futures.Executor, optional
-            Runs the calculations (default: serial in this process).
+            Runs the calculations (default: serial in this process). For a
+            process pool use the spawn context
+            (``ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))``):
+            forking a process that has already run tblite can deadlock.
         cache : LabelCache or directory, optional
             Reuse and store labels keyed by configuration + method.
         charge, multiplicity : optional overrides of ``atoms.info`` (e, 2S+1).
