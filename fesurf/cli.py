@@ -21,6 +21,7 @@ from .errors import InputError
 _SUBCOMMAND_MODULES = [
     "fesurf.md.report",
     "fesurf.pipeline",
+    "fesurf.plumed.cli",
 ]
 
 

@@ -19,10 +19,16 @@ from .free_energy import FreeEnergy
 from .plots import plot_convergence, plot_free_energy, plot_overlap, plot_window_histograms
 from .pmf import compute_pmf
 from .ti import gauss_legendre_lambdas, integrate_ti, ti, ti_weights
+from .neq import DissipationWarning, bar_from_work, jarzynski
+from .reweight import (AdaptiveResult, PoorOverlapWarning, ReweightResult, adaptive_reweight, choose_frames,
+                       reweight_pmf)
+from .delta_learning import reweight_pmf_delta
 
 __all__ = [
     "FreeEnergy", "delta_f", "compute_pmf", "ti", "integrate_ti", "ti_weights", "gauss_legendre_lambdas",
     "convergence", "Convergence", "prepare", "build_mbar", "overlap_diagnostics", "kish_ess",
     "EstimatorWarning", "OverlapWarning", "EffectiveSampleSizeWarning", "CorrelationWarning",
-    "EquilibrationWarning", "plot_free_energy", "plot_overlap", "plot_window_histograms", "plot_convergence",
+    "EquilibrationWarning", "reweight_pmf", "reweight_pmf_delta", "choose_frames", "adaptive_reweight",
+    "ReweightResult", "AdaptiveResult", "PoorOverlapWarning", "jarzynski", "bar_from_work", "DissipationWarning",
+    "plot_free_energy", "plot_overlap", "plot_window_histograms", "plot_convergence",
 ]
