@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fesurf demo
+	$(VENV)/bin/fesurf run examples/malonaldehyde.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -152,8 +152,12 @@ class Run:
 
 # --------------------------------------------------------------------------- stages
 def _executor(cfg):
+    # spawn, not fork: forking a process that holds torch or tblite threads can deadlock the workers
+    import multiprocessing
+
     workers = int(cfg["run"]["workers"])
-    return ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) \
+        if workers > 1 else None
 
 
 def stage_generate_label_train(run: Run, atoms, cv, oracle):

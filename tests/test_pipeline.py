@@ -1,0 +1,74 @@
+"""The pipeline end to end on the stored malonaldehyde committee, small settings; kill and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SMALL = """
+[run]
+output = "{out}"
+temperature = 300.0
+seed = 3
+workers = 1
+[system]
+structure = "builtin:malonaldehyde"
+[oracle]
+method = "GFN2-xTB"
+[surrogate]
+model = "builtin:malonaldehyde_committee"
+[cv]
+type = "distance_difference"
+pairs = [[0, 5], [4, 5]]
+[umbrella]
+range = [-0.8, 0.8]
+n_windows = 8
+kappa = 3.0
+timestep = 0.5
+n_equilibration = 100
+n_production = 3000
+stride = 10
+checkpoint_every = 100
+[pmf]
+bins = 12
+range = [-0.7, 0.7]
+[reweight]
+n_labels = 96
+[analysis]
+unit = "kcal/mol"
+"""
+
+
+def test_pipeline_killed_during_sampling_resumes_and_completes(tmp_path):
+    cfg = tmp_path / "small.toml"
+    out = tmp_path / "run"
+    cfg.write_text(SMALL.format(out=out))
+    cmd = [sys.executable, "-m", "fesurf.cli", "run", str(cfg)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    samples = out / "samples.h5"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (samples.exists() and samples.stat().st_size > 50_000):
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; raise n_production"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "corrected barrier:" in done.stdout and "reference (QM) calls: 96" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    stages = json.loads((out / "stages.json").read_text())
+    assert all(s in stages for s in ("sample", "pmf", "qm", "reweight", "analysis"))
+    assert results["qm_calls"]["sparse_labels"] == 96
+    for name in ("pmf_surrogate.csv", "pmf_corrected.csv", "pmf.png", "fesurf.log"):
+        assert (out / name).exists()
+    # the barrier is finite with a finite error bar; the rate error factor is exp(sigma/RT)
+    c = results["corrected"]
+    assert 0 < c["activation"] < 10 and 0 < c["activation_sigma"] < 3
+    # rerunning a finished run recomputes nothing and gives the same numbers
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert json.loads((out / "results.json").read_text())["corrected"] == c, again.stderr
