@@ -21,7 +21,8 @@ class ASEOracle(Oracle):
     Parameters
     ----------
     calculator : callable returning a calculator (picklable: usable in a
-        process pool), or a calculator instance (serial or thread pools).
+        process pool; each task gets its own calculator), or a calculator instance
+        (serial use only: one instance cannot serve parallel threads).
     method : str
         Name used in metadata and the cache key; describe the settings.
     charge_keyword, multiplicity_keyword : str or None

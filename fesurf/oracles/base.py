@@ -218,6 +218,13 @@ class Oracle:
             return Label(ok=False, reason="non-finite energy or forces returned", **base)
         return Label(ok=True, energy=float(energy), forces=forces, **base)
 
+    def _task_copy(self):
+        import copy
+
+        twin = copy.copy(self)
+        twin._calc = None
+        return twin
+
     def label(self, configs, *, executor=None, cache: LabelCache | str | os.PathLike | None = None,
               charge=None, multiplicity=None, retry_failed: bool = False, progress=None) -> list[Label]:
         """Label a batch of configurations.
@@ -261,7 +268,10 @@ class Oracle:
         if executor is None:
             results = (self.compute(atoms_list[k], keys[k][1], keys[k][2]) for k in todo)
         else:
-            futures = [executor.submit(self.compute, atoms_list[k], keys[k][1], keys[k][2]) for k in todo]
+            # each task gets its own shallow copy with no calculator yet: threads must not share one
+            # calculator object (ASE calculators keep per-call state), processes pickle a copy anyway
+            futures = [executor.submit(self._task_copy().compute, atoms_list[k], keys[k][1], keys[k][2])
+                       for k in todo]
             results = (f.result() for f in futures)
         for k, lab in zip(todo, results):
             out[k] = lab
