@@ -59,7 +59,7 @@ def main():
               "n_production_per_window": args.n_production, "n_windows": u["n_windows"],
               "wall_time_s_this_invocation": time.perf_counter() - t0,
               "settings": {k: u[k] for k in ("range", "n_windows", "kappa", "kappa_unit", "timestep", "friction",
-                                             "n_equilibration", "stride")},
+                                             "n_equilibration")} | {"stride": args.stride},
               "pmf_bins": cfg["pmf"]["bins"], "pmf_range": cfg["pmf"]["range"]}
     (HERE / "results" / f"{tag}_direct_reference.json").write_text(json.dumps(result, indent=1) + "\n")
     pmf.to("kcal/mol").to_csv(HERE / "results" / f"{tag}_direct_pmf.csv")
