@@ -177,22 +177,15 @@ def _check_values(cfg, where, path):
         raise InputError(f"'umbrella.n_windows'{where} must be >= 2")
     if cfg["oracle"]["method"] not in ("GFN2-xTB", "GFN1-xTB", "DFT"):
         raise InputError(f"'oracle.method'{where} is {cfg['oracle']['method']!r}; use GFN2-xTB, GFN1-xTB or DFT")
-    model = cfg["surrogate"]["model"]
-    if model and not model.startswith("builtin:"):
-        p = Path(model)
-        if not p.is_absolute() and path is not None:
-            p = path.parent / p
-        if not p.exists():
-            raise InputError(f"'surrogate.model'{where}: file {model} does not exist (leave it empty to train)")
-        cfg["surrogate"]["model"] = str(p)
-    structure = cfg["system"]["structure"]
-    if not structure.startswith("builtin:"):
-        p = Path(structure)
-        if not p.is_absolute() and path is not None:
-            p = path.parent / p
-        if not p.exists():
-            raise InputError(f"'system.structure'{where}: file {structure} does not exist")
-        cfg["system"]["structure"] = str(p)
+    for section, key, hint in (("surrogate", "model", " (leave it empty to train)"), ("system", "structure", "")):
+        value = cfg[section][key]
+        if value and not value.startswith("builtin:"):
+            p = Path(value)
+            if not p.is_absolute() and path is not None:
+                p = path.parent / p  # relative paths are relative to the config file
+            if not p.exists():
+                raise InputError(f"'{section}.{key}'{where}: file {value} does not exist{hint}")
+            cfg[section][key] = str(p)
     if cfg["cv"]["type"] == "distance_difference":
         pairs = cfg["cv"]["pairs"]
         if not (isinstance(pairs, list) and len(pairs) == 2 and all(isinstance(p, list) and len(p) == 2 for p in pairs)):
