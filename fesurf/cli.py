@@ -2,7 +2,8 @@
 
 Subcommands are registered by the modules that own them: each module listed in
 ``_SUBCOMMAND_MODULES`` has ``register(subparsers)`` that adds its parser and
-sets ``func`` (called with the parsed args, returns an exit code).
+sets ``func`` (called with the parsed args; returns an exit code, or a
+``(exit_code, text)`` pair whose text this module prints).
 
 Example
 -------
@@ -42,7 +43,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        result = args.func(args)
+        if isinstance(result, tuple):
+            result, text = result
+            print(text)
+        return int(result or 0)
     except InputError as exc:
         print(f"fesurf: error: {exc}", file=sys.stderr)
         return 2

@@ -101,18 +101,20 @@ def _config_hash(cfg, sections):
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-#: the config sections each stage depends on (a change there reruns it and everything after)
-_DEPENDS = {
-    "generate": ("system", "oracle", "surrogate", "generate", "cv", "run"),
-    "label": ("system", "oracle", "surrogate", "generate", "cv", "run"),
-    "train": ("system", "oracle", "surrogate", "generate", "train", "cv", "run"),
-    "sample": ("system", "oracle", "surrogate", "generate", "train", "cv", "umbrella", "run"),
-    "pmf": ("system", "oracle", "surrogate", "generate", "train", "cv", "umbrella", "pmf", "run"),
-    "qm": ("system", "oracle", "surrogate", "generate", "train", "cv", "umbrella", "pmf", "reweight", "run"),
-    "reweight": ("system", "oracle", "surrogate", "generate", "train", "cv", "umbrella", "pmf", "reweight", "run"),
-    "analysis": tuple(s for s in ("system", "oracle", "surrogate", "generate", "train", "cv", "umbrella", "pmf",
-                                  "reweight", "analysis", "run")),
+#: config sections read by each stage, in stage order; a stage depends on its own and every
+#: earlier stage's sections, so a change there reruns it and everything after
+_READS = {
+    "generate": ("run", "system", "oracle", "surrogate", "generate", "cv"),
+    "label": (),
+    "train": ("train",),
+    "sample": ("umbrella",),
+    "pmf": ("pmf",),
+    "qm": ("reweight",),
+    "reweight": (),
+    "analysis": ("analysis",),
 }
+_DEPENDS = {stage: tuple(sec for earlier in STAGES[:i + 1] for sec in _READS[earlier])
+            for i, stage in enumerate(STAGES)}
 
 
 class Run:
@@ -382,9 +384,7 @@ def format_results(r: dict) -> str:
 
 
 def _run_command(args) -> int:
-    results = run_pipeline(args.config, progress=None)
-    print(format_results(results))
-    return 0
+    return 0, format_results(run_pipeline(args.config, progress=None))
 
 
 def register(subparsers):

@@ -79,8 +79,7 @@ def format_report(r: dict) -> str:
 
 def _run_demo(args) -> int:
     report = md_validation_report(quick=args.quick)
-    print(format_report(report))
-    return 0 if all(c.passed() for c in report["canonical"].values()) else 1
+    return (0 if all(c.passed() for c in report["canonical"].values()) else 1), format_report(report)
 
 
 def register(subparsers):

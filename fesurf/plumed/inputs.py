@@ -84,20 +84,16 @@ class _Labeller:
         return f"{stem}{self.counts[stem]}"
 
 
+#: CV types written as `label: TYPE ATOMS=...`, with their label prefixes
+_ATOMS_ONLY = {"DISTANCE": "d", "ANGLE": "a", "TORSION": "t"}
+
+
 def _cv_lines(cv, length, lab, lines) -> str:
     spec = cv.to_spec()
     kind = spec["type"]
-    if kind == "DISTANCE":
-        name = lab("d")
-        lines.append(f"{name}: DISTANCE ATOMS={_atoms(spec['atoms'])}")
-        return name
-    if kind == "ANGLE":
-        name = lab("a")
-        lines.append(f"{name}: ANGLE ATOMS={_atoms(spec['atoms'])}")
-        return name
-    if kind == "TORSION":
-        name = lab("t")
-        lines.append(f"{name}: TORSION ATOMS={_atoms(spec['atoms'])}")
+    if kind in _ATOMS_ONLY:  # DISTANCE, ANGLE, TORSION: just the atom list
+        name = lab(_ATOMS_ONLY[kind])
+        lines.append(f"{name}: {kind} ATOMS={_atoms(spec['atoms'])}")
         return name
     if kind == "POSITION":
         name = lab("p")
