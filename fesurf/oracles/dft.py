@@ -36,6 +36,10 @@ class PySCFOracle(Oracle):
         SCF energy convergence (Hartree).
     max_cycle : int
         SCF iteration limit; non-convergence is a recorded failure.
+
+    ``Label.extra["spin_square"]`` holds <S^2> of the Kohn-Sham determinant (UKS: shows
+    spin contamination; RKS: 0), e.g. for states labelled with
+    :func:`~fesurf.oracles.multistate.label_spin_states`.
     """
 
     def __init__(self, xc: str = "B3LYP", basis: str = "def2-SVP", unrestricted=None, conv_tol: float = 1e-9,
@@ -64,4 +68,13 @@ class PySCFOracle(Oracle):
         if not mf.converged:
             raise SCFNotConverged(f"SCF not converged in {self.max_cycle} cycles")
         grad = mf.nuc_grad_method().kernel()
+        self._extra = {"spin_square": float(mf.spin_square()[0]) if unrestricted else 0.0}
         return float(energy) * Hartree, -np.asarray(grad) * Hartree / Bohr
+
+    def compute(self, atoms, charge=None, multiplicity=None):
+        """As :meth:`Oracle.compute`, with ``spin_square`` in ``Label.extra``."""
+        self._extra = {}
+        lab = super().compute(atoms, charge, multiplicity)
+        if lab.ok:
+            lab.extra.update(self._extra)
+        return lab
