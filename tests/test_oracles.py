@@ -73,6 +73,28 @@ def test_cache_avoids_recomputation_and_executor_matches_serial(tmp_path):
     assert len(LabelCache(tmp_path)) == 4
 
 
+def test_cache_keeps_label_extras(tmp_path):
+    """Multi-root oracles put root energies, couplings and <S^2> in Label.extra; the cache returns them."""
+    from fesurf.oracles import Label, config_key
+
+    h2 = molecule("H2")
+    lab = Label(numbers=h2.numbers, positions=h2.positions, charge=0.0, multiplicity=1, method="m", ok=True,
+                energy=-1.0, forces=np.zeros((2, 3)),
+                extra={"spin_square": 0.0, "n_roots": 2, "state": "S0", "energies": np.array([-1.0, -0.5]),
+                       "nac": np.arange(24.0).reshape(2, 2, 2, 3)})
+    cache = LabelCache(tmp_path)
+    key = config_key(h2.numbers, h2.positions, 0.0, 1, "m")
+    cache.put(key, lab)
+    back = cache.get(key)
+    assert back.extra["spin_square"] == 0.0 and back.extra["n_roots"] == 2 and back.extra["state"] == "S0"
+    assert np.array_equal(back.extra["energies"], lab.extra["energies"])
+    assert np.array_equal(back.extra["nac"], lab.extra["nac"])
+    bad = Label(numbers=h2.numbers, positions=h2.positions, charge=0.0, multiplicity=1, method="m", ok=True,
+                energy=-1.0, forces=np.zeros((2, 3)), extra={"obj": object()})
+    with pytest.raises(Exception, match="cannot be cached"):
+        cache.put(key, bad)
+
+
 def test_charge_and_multiplicity_are_passed_through():
     from tblite.ase import TBLite
 

@@ -13,8 +13,10 @@ Example
 from .ase_oracle import ASEOracle
 from .base import Label, LabelCache, Oracle, config_key, raise_on_failure, successful
 from .dft import PySCFOracle
+from .multistate import FCIOracle, SACASSCFOracle, SpinPolarizedXTBOracle, label_spin_states
 from .potential import OraclePotential
 from .xtb import XTBOracle
 
 __all__ = ["Oracle", "Label", "LabelCache", "config_key", "successful", "raise_on_failure",
-           "XTBOracle", "PySCFOracle", "ASEOracle", "OraclePotential"]
+           "XTBOracle", "PySCFOracle", "ASEOracle", "OraclePotential",
+           "SpinPolarizedXTBOracle", "SACASSCFOracle", "FCIOracle", "label_spin_states"]

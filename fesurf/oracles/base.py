@@ -119,6 +119,9 @@ def config_key(numbers, positions, charge, multiplicity, method: str, cell=None,
     return h.hexdigest()
 
 
+_EXTRA = "extra__"
+
+
 class LabelCache:
     """Directory of labels keyed by :func:`config_key` (one small ``.npz`` per entry).
 
@@ -152,7 +155,9 @@ class LabelCache:
                          multiplicity=meta["multiplicity"], method=meta["method"], ok=ok,
                          energy=meta.get("energy"), forces=d["forces"] if ok else None,
                          reason=meta.get("reason", ""),
-                         cell=d["cell"] if "cell" in d else None, pbc=d["pbc"] if "pbc" in d else None)
+                         cell=d["cell"] if "cell" in d else None, pbc=d["pbc"] if "pbc" in d else None,
+                         extra={**meta.get("extra", {}),
+                                **{k[len(_EXTRA):]: d[k] for k in d.files if k.startswith(_EXTRA)}})
 
     def put(self, key, label: Label):
         path = self._path(key)
@@ -164,6 +169,19 @@ class LabelCache:
             arrays["forces"] = label.forces
         if label.cell is not None:
             arrays["cell"], arrays["pbc"] = label.cell, label.pbc
+        # extras (root energies, couplings, <S^2>, ...): scalars in the JSON, numeric arrays as arrays
+        meta["extra"] = {}
+        for k, v in label.extra.items():
+            if isinstance(v, (bool, int, float, str)) or v is None:
+                meta["extra"][k] = v
+            elif isinstance(v, np.generic):
+                meta["extra"][k] = v.item()
+            else:
+                arr = np.asarray(v)
+                if arr.dtype.kind not in "biufc":
+                    raise InputError(f"Label.extra[{k!r}] is not a number, string or numeric array; it cannot be cached")
+                arrays[_EXTRA + k] = arr
+        arrays["meta"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)

@@ -12,6 +12,8 @@ from .bp import BehlerParrinello
 from .descriptors import ACSF, cosine_cutoff
 from .io import export_torchscript, load_model, model_from_config, save_model
 from .schnet import Committee, SchNet
+from .spin import SpinCommittee, SpinConditionedModel, SpinStatePotential
 
 __all__ = ["AtomisticModel", "BehlerParrinello", "SchNet", "Committee", "ACSF", "cosine_cutoff",
-           "save_model", "load_model", "model_from_config", "export_torchscript"]
+           "save_model", "load_model", "model_from_config", "export_torchscript",
+           "SpinConditionedModel", "SpinCommittee", "SpinStatePotential"]
