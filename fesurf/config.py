@@ -86,7 +86,8 @@ SCHEMA = {
         "range": (list, None),
     },
     "reweight": {
-        "n_labels": (int, 200),
+        "n_labels": (int, 200),  # labels (the first round's, when adaptive)
+        "estimator": (str, "wtp"),  # "wtp" (per-bin wTP) or "delta" (delta-learned dU + residual wTP)
         "adaptive": (bool, False),
         "target_sigma": ((int, float), 0.2),  # in analysis.unit
         "budget": (int, 500),
@@ -175,6 +176,11 @@ def _check_values(cfg, where, path):
         raise InputError(f"'umbrella.range'{where} must be [low, high] in CV units with low < high")
     if cfg["umbrella"]["n_windows"] < 2:
         raise InputError(f"'umbrella.n_windows'{where} must be >= 2")
+    if cfg["reweight"]["estimator"] not in ("wtp", "delta"):
+        raise InputError(f"'reweight.estimator'{where} is {cfg['reweight']['estimator']!r}; use 'wtp' (per-bin "
+                         "weighted thermodynamic perturbation) or 'delta' (delta-learned correction + residual wTP)")
+    if cfg["reweight"]["adaptive"] and cfg["reweight"]["budget"] < cfg["reweight"]["n_labels"]:
+        raise InputError(f"'reweight.budget'{where} must be at least 'reweight.n_labels' (the first round)")
     if cfg["oracle"]["method"] not in ("GFN2-xTB", "GFN1-xTB", "DFT"):
         raise InputError(f"'oracle.method'{where} is {cfg['oracle']['method']!r}; use GFN2-xTB, GFN1-xTB or DFT")
     for section, key, hint in (("surrogate", "model", " (leave it empty to train)"), ("system", "structure", "")):

@@ -163,7 +163,8 @@ def _executor(cfg):
 
 
 def stage_generate_label_train(run: Run, atoms, cv, oracle):
-    """Stages 1-3. Returns the surrogate Potential and the number of reference calls made for training."""
+    """Stages 1-3. Returns the surrogate Potential and the number of reference calls this run made
+    to build it (every oracle MD step of the generation plus every label)."""
     from .surrogates import load_model
 
     cfg = run.cfg
@@ -173,11 +174,10 @@ def stage_generate_label_train(run: Run, atoms, cv, oracle):
             from . import data
 
             name = model_spec.split(":", 1)[1]
-            loader = getattr(data, f"load_{name}", None)
-            if loader is None:
+            if name not in data.BUILTIN_COMMITTEES:
                 raise InputError(f"'surrogate.model': unknown builtin {name!r}; available: "
-                                 "builtin:malonaldehyde_committee")
-            model = loader()
+                                 + ", ".join(f"builtin:{n}" for n in data.BUILTIN_COMMITTEES))
+            model = getattr(data, f"load_{name}")()
         else:
             model = load_model(model_spec)
         for s in ("generate", "label", "train"):
@@ -185,9 +185,10 @@ def stage_generate_label_train(run: Run, atoms, cv, oracle):
                 run.mark(s, skipped="surrogate.model given", qm_calls=0)
         log.info("surrogate: reusing %s", model_spec)
         return model, 0
+    generated = run.stages.get("generate", {})
     model_path = run.dir / "committee.pt"
     if run.done("train") and model_path.exists():
-        return load_model(model_path), int(run.stages["label"].get("qm_calls", 0))
+        return load_model(model_path), int(generated.get("qm_calls", 0)) + int(run.stages["label"].get("qm_calls", 0))
     from .training import Dataset, TrainConfig, train
     from .training.generate import biased_md, oracle_md
     from .surrogates import BehlerParrinello, save_model
@@ -196,15 +197,16 @@ def stage_generate_label_train(run: Run, atoms, cv, oracle):
     gen = cfg["generate"]
     gen_path = run.dir / "generated.extxyz"
     if not (run.done("generate") and gen_path.exists()):
-        frames = oracle_md(oracle, atoms, gen["temperatures"], gen["frames_per_temperature"], stride=gen["stride"],
+        md_potential = oracle.as_potential()  # counts the reference calls the MD makes
+        frames = oracle_md(md_potential, atoms, gen["temperatures"], gen["frames_per_temperature"], stride=gen["stride"],
                            timestep=gen["timestep"], seed=cfg["run"]["seed"])
         lo, hi = cfg["umbrella"]["range"]
-        frames += biased_md(oracle, atoms, cv, np.linspace(lo, hi, gen["biased_windows"]).tolist(),
+        frames += biased_md(md_potential, atoms, cv, np.linspace(lo, hi, gen["biased_windows"]).tolist(),
                             kappa=kappa_in_ev(cfg), temperature=cfg["run"]["temperature"],
                             n_frames=gen["biased_frames_per_window"], stride=gen["stride"], timestep=gen["timestep"],
                             seed=cfg["run"]["seed"] + 1000)
         write(gen_path, frames, format="extxyz")
-        run.mark("generate", n_frames=len(frames))
+        run.mark("generate", n_frames=len(frames), qm_calls=md_potential.n_calls)
     frames = read(gen_path, index=":")
     labels = oracle.label(frames, executor=_executor(cfg), cache=run.dir / "labels")
     good = [lab.to_atoms() for lab in labels if lab.ok]
@@ -223,7 +225,7 @@ def stage_generate_label_train(run: Run, atoms, cv, oracle):
     train(model, dataset, split["train"], split["val"], tc)
     save_model(model, model_path)
     run.mark("train", n_train=len(split["train"]))
-    return model, len(labels)
+    return model, int(run.stages["generate"].get("qm_calls", 0)) + len(labels)
 
 
 def stage_sample(run: Run, model, atoms, cv, progress=None):
@@ -256,45 +258,80 @@ def _pmf_range(cfg):
     return cfg["pmf"]["range"] or [cfg["umbrella"]["range"][0], cfg["umbrella"]["range"][1]]
 
 
-def stage_qm(run: Run, samples, model, oracle):
-    """Stage 6: reference labels on a stratified subset of frames; dU = U_ref - U_surrogate (eV)."""
-    from .estimators.reweight import choose_frames
+def _labeller(run: Run, samples, oracle):
+    """``label(frames) -> (dU eV, ok, reasons)``: reference single points on SampleSet frames,
+    through the run's executor and the ``qm_cache/`` folder; dU = U_ref - U_surrogate."""
     from .units import kT
 
-    cfg = run.cfg
+    atoms0 = build_structure(run.cfg)
+
+    def label(frames):
+        configs = []
+        for p in samples.read_positions(frames):
+            a = atoms0.copy()
+            a.positions = p
+            configs.append(a)
+        labels = oracle.label(configs, executor=_executor(run.cfg), cache=run.dir / "qm_cache")
+        ok = np.array([lab.ok for lab in labels], dtype=bool)
+        u_sur = samples.u_ref[frames] * kT(samples.temperature)  # surrogate energy of each frame, eV
+        du = np.array([lab.energy if lab.ok else np.nan for lab in labels]) - u_sur
+        return du, ok, [lab.reason for lab in labels]
+
+    return label
+
+
+def _reweight_function(cfg):
+    """The configured estimator: plain wTP per bin, or a delta-learned correction plus residual wTP."""
+    from .estimators.delta_learning import reweight_pmf_delta
+    from .estimators.reweight import reweight_pmf
+
+    return {"wtp": reweight_pmf, "delta": reweight_pmf_delta}[cfg["reweight"]["estimator"]]
+
+
+def stage_qm(run: Run, samples, model, oracle):
+    """Stage 6: reference labels on a stratified subset of frames (or in adaptive rounds);
+    returns labelled frames, dU = U_ref - U_surrogate (eV), inclusion probabilities (None
+    for adaptive rounds: uniform within each bin) and the number of reference calls."""
+    from .estimators.reweight import adaptive_reweight, choose_frames
+
+    cfg, rw = run.cfg, run.cfg["reweight"]
     out = run.dir / "qm_labels.npz"
     if run.done("qm") and out.exists():
         d = np.load(out, allow_pickle=False)
-        return d["frames"], d["delta_u"], d["inclusion_probability"], int(d["qm_calls"])
-    frames, pi = choose_frames(samples, cfg["reweight"]["n_labels"], bins=cfg["pmf"]["bins"],
-                               range=_pmf_range(cfg), seed=cfg["run"]["seed"] + 7)
-    order = np.argsort(frames)
-    frames, pi = frames[order], pi[order]
-    positions = samples.read_positions(frames)
-    atoms0 = build_structure(cfg)
-    configs = []
-    for p in positions:
-        a = atoms0.copy()
-        a.positions = p
-        configs.append(a)
-    labels = oracle.label(configs, executor=_executor(cfg), cache=run.dir / "qm_cache")
-    ok = np.array([lab.ok for lab in labels])
-    failed = {int(f): lab.reason for f, lab in zip(frames, labels) if not lab.ok}
+        pi = d["inclusion_probability"]
+        return d["frames"], d["delta_u"], (pi if pi.size else None), int(d["qm_calls"])
+    label = _labeller(run, samples, oracle)
+    bins, prange = cfg["pmf"]["bins"], _pmf_range(cfg)
+    if rw["adaptive"]:
+        from .units import convert
+
+        target = float(convert(rw["target_sigma"], cfg["analysis"]["unit"], "kT", temperature=samples.temperature))
+        ad = adaptive_reweight(samples, label, target_sigma=target, budget=rw["budget"], initial=rw["n_labels"],
+                               per_round=max(10, rw["n_labels"] // 2), bins=bins, range=prange,
+                               seed=cfg["run"]["seed"] + 7, reweight=_reweight_function(cfg),
+                               min_ess=rw["min_ess"], max_beta_sigma=rw["max_beta_sigma"])
+        frames, du, pi, failed = ad.labelled, ad.delta_u, np.zeros(0), ad.failed
+        calls = int(ad.labelled.size + len(ad.failed))
+        log.info("adaptive labelling: %d rounds, converged %s", len(ad.history), ad.converged)
+    else:
+        frames, pi = choose_frames(samples, rw["n_labels"], bins=bins, range=prange, seed=cfg["run"]["seed"] + 7)
+        order = np.argsort(frames)
+        frames, pi = frames[order], pi[order]
+        du, ok, reasons = label(frames)
+        failed = {int(f): why for f, good, why in zip(frames, ok, reasons) if not good}
+        frames, du, pi, calls = frames[ok], du[ok], pi[ok], int(frames.size)
     if failed:
         log.warning("%d reference calculations failed and are left out: %s", len(failed), failed)
-    u_sur = samples.u_ref[frames[ok]] * kT(samples.temperature)  # surrogate energy of each frame, eV
-    du = np.array([lab.energy for lab in labels if lab.ok]) - u_sur
-    np.savez(out, frames=frames[ok], delta_u=du, inclusion_probability=pi[ok], qm_calls=len(labels),
+    np.savez(out, frames=frames, delta_u=du, inclusion_probability=pi, qm_calls=calls,
              failed_frames=np.array(sorted(failed), dtype=np.int64))
-    run.mark("qm", qm_calls=len(labels), failed=len(failed))
-    return frames[ok], du, pi[ok], len(labels)
+    run.mark("qm", qm_calls=calls, failed=len(failed))
+    return frames, du, (pi if pi.size else None), calls
 
 
 def run_pipeline(config, progress=None) -> dict:
     """Run (or resume) the whole workflow; returns the results dict also written to ``results.json``."""
     from .analysis import barrier, eyring_rate, rate_error_factor, barrier_precision_for_rate
     from .estimators import compute_pmf
-    from .estimators.reweight import reweight_pmf
     from .units import convert
 
     t0 = time.perf_counter()
@@ -315,9 +352,9 @@ def run_pipeline(config, progress=None) -> dict:
         run.mark("pmf")
 
         frames, du, pi, qm_calls = stage_qm(run, samples, model, oracle)
-        res = reweight_pmf(samples, frames, du, bins=bins, range=prange, inclusion_probability=pi,
-                           min_ess=cfg["reweight"]["min_ess"], max_beta_sigma=cfg["reweight"]["max_beta_sigma"],
-                           seed=cfg["run"]["seed"])
+        res = _reweight_function(cfg)(samples, frames, du, bins=bins, range=prange, inclusion_probability=pi,
+                                      min_ess=cfg["reweight"]["min_ess"],
+                                      max_beta_sigma=cfg["reweight"]["max_beta_sigma"], seed=cfg["run"]["seed"])
         res.corrected.to(unit).to_csv(run.dir / "pmf_corrected.csv")
         (run.dir / "reweight_bins.txt").write_text(res.summary() + "\n")
         run.mark("reweight", flagged_bins=int(res.flagged.sum()))
@@ -336,7 +373,10 @@ def run_pipeline(config, progress=None) -> dict:
                      "error_factor_1sigma": factor,
                      "barrier_precision_for_tolerance": need, "rate_tolerance": cfg["analysis"]["rate_tolerance"]},
             "qm_calls": {"sparse_labels": int(qm_calls), "training": int(training_calls),
-                         "total": int(qm_calls + training_calls)},
+                         "total": int(qm_calls + training_calls),
+                         "stored_model": stored_model_calls(cfg),
+                         "total_with_stored_model": int(qm_calls + training_calls + stored_model_calls(cfg))},
+            "reweight_estimator": cfg["reweight"]["estimator"],
             "reweighting": {"n_labels": int(res.n_labels), "flagged_bins": int(res.flagged.sum()),
                             "min_kish_ess": float(np.min(res.per_bin["kish_ess"][res.per_bin["n_labels"] > 0])),
                             "max_beta_sigma": float(np.nanmax(res.per_bin["beta_sigma"]))},
@@ -350,6 +390,16 @@ def run_pipeline(config, progress=None) -> dict:
         return results
     finally:
         run.close()
+
+
+def stored_model_calls(cfg) -> int:
+    """Reference-level calls that went into a reused builtin surrogate (0 when it was trained at another
+    level, as in the cross-level setting, or for a user's model file, whose history is unknown)."""
+    from . import data
+
+    spec = cfg["surrogate"]["model"]
+    level = data.BUILTIN_COMMITTEES.get(spec.split(":", 1)[1]) if spec.startswith("builtin:") else None
+    return data.generation_calls(level) if level == cfg["oracle"]["method"] else 0
 
 
 def _plot(path, res, unit):
@@ -376,7 +426,9 @@ def format_results(r: dict) -> str:
         f"rate (Eyring, {r['temperature_K']:.0f} K): {r['rate']['eyring_per_s']:.3e} 1/s, "
         f"error factor x{r['rate']['error_factor_1sigma']:.2f} (1 sigma)",
         f"reference (QM) calls: {r['qm_calls']['sparse_labels']} sparse labels + {r['qm_calls']['training']} "
-        f"for training = {r['qm_calls']['total']}",
+        f"for training = {r['qm_calls']['total']}"
+        + (f" (+ {r['qm_calls']['stored_model']} that made the reused surrogate)" if r['qm_calls'].get('stored_model')
+           else ""),
         f"bins flagged for poor overlap: {r['reweighting']['flagged_bins']}; "
         f"max beta*sigma(dU) {r['reweighting']['max_beta_sigma']:.2f}",
         f"wall time: {r['wall_time_s']:.0f} s",

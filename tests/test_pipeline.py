@@ -72,3 +72,41 @@ def test_pipeline_killed_during_sampling_resumes_and_completes(tmp_path):
     # rerunning a finished run recomputes nothing and gives the same numbers
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert json.loads((out / "results.json").read_text())["corrected"] == c, again.stderr
+
+
+FROM_SCRATCH = SMALL.replace('model = "builtin:malonaldehyde_committee"', 'model = ""\nn_members = 2\nhidden = [8, 8]') \
+    .replace("n_production = 3000", "n_production = 400").replace("n_labels = 96", "n_labels = 24\nestimator = \"delta\"") \
+    + """
+[generate]
+temperatures = [300.0]
+frames_per_temperature = 10
+biased_frames_per_window = 5
+biased_windows = 2
+stride = 2
+[train]
+epochs = 3
+"""
+
+
+def test_building_the_surrogate_counts_every_reference_call(tmp_path):
+    """Stages 1-3 from scratch (oracle MD -> labels -> committee): the reported cost is every oracle call,
+    MD steps (equilibration 100 + frames x stride, plus the first force call, per replica) and labels;
+    a rerun reuses the trained model and reports the same count."""
+    from fesurf.config import load_config
+    from fesurf.pipeline import Run, build_cv, build_oracle, build_structure, stage_generate_label_train
+
+    cfg_path = tmp_path / "scratch.toml"
+    cfg_path.write_text(FROM_SCRATCH.format(out=tmp_path / "run"))
+    cfg = load_config(cfg_path)
+    atoms = build_structure(cfg)
+    md_calls = 1 * (100 + 10 * 2 + 1) + 2 * (100 + 5 * 2 + 1)
+    labels = 10 + 2 * 5
+    for _ in range(2):
+        run = Run(cfg)
+        try:
+            model, calls = stage_generate_label_train(run, atoms, build_cv(cfg, len(atoms)), build_oracle(cfg))
+        finally:
+            run.close()
+        assert calls == md_calls + labels
+        assert run.stages["generate"]["qm_calls"] == md_calls and run.stages["label"]["qm_calls"] == labels
+    assert model.n_members == 2

@@ -336,7 +336,8 @@ class AdaptiveResult:
 
 
 def adaptive_reweight(samples, label, *, target_sigma: float, budget: int, initial: int = 50, per_round: int = 50,
-                      bins=30, range=None, cv: int = 0, seed: int = 0, barrier_kwargs=None, **reweight_kwargs):
+                      bins=30, range=None, cv: int = 0, seed: int = 0, barrier_kwargs=None, reweight=None,
+                      **reweight_kwargs):
     """Label in rounds until the corrected barrier's 1σ (kT) is below ``target_sigma`` or ``budget`` is spent.
 
     ``label(frames) -> (delta_u_eV, ok, reasons)`` labels SampleSet frames with
@@ -345,7 +346,11 @@ def adaptive_reweight(samples, label, *, target_sigma: float, budget: int, initi
     ``reasons`` [n] strings for failures. Failed frames count against the
     budget, are recorded, and never enter the estimate. Each new round puts
     labels where the bootstrap sigma of the bin correction is largest.
+    ``reweight`` is the estimator (default :func:`reweight_pmf`; or
+    :func:`~fesurf.estimators.delta_learning.reweight_pmf_delta`), called with
+    ``reweight_kwargs``.
     """
+    reweight = reweight_pmf if reweight is None else reweight
     if budget < initial:
         raise InputError("budget must be at least the initial number of labels")
     barrier_kwargs = dict(barrier_kwargs or {})
@@ -366,8 +371,8 @@ def adaptive_reweight(samples, label, *, target_sigma: float, budget: int, initi
         du.extend(values[ok].tolist())
         tried = np.concatenate([tried, frames])
         rnd += 1
-        result = reweight_pmf(samples, np.array(labelled), np.array(du), cv=cv, bins=bins, range=range,
-                              seed=seed, warn=False, **reweight_kwargs)
+        result = reweight(samples, np.array(labelled), np.array(du), cv=cv, bins=bins, range=range,
+                          seed=seed, warn=False, **reweight_kwargs)
         try:
             b = result.barrier(**barrier_kwargs).to("kT")
             sigma = b.activation.error
@@ -382,6 +387,6 @@ def adaptive_reweight(samples, label, *, target_sigma: float, budget: int, initi
             break
         cs = np.nan_to_num(result.per_bin["correction_sigma"], nan=1.0)
         weights = np.where(result.per_bin["n_labels"] < 3, cs.max() + 1.0, cs) + 1e-3
-    final = reweight_pmf(samples, np.array(labelled), np.array(du), cv=cv, bins=bins, range=range, seed=seed,
-                         **reweight_kwargs)
+    final = reweight(samples, np.array(labelled), np.array(du), cv=cv, bins=bins, range=range, seed=seed,
+                     **reweight_kwargs)
     return AdaptiveResult(final, np.array(labelled), np.array(du), failed, history, converged)

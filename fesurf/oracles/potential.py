@@ -27,6 +27,8 @@ class OraclePotential(Potential):
     Each system slot keeps its own copy of the oracle, so SCF codes restart
     from the previous step's wavefunction of the same replica. A failed
     calculation raises :class:`~fesurf.errors.OracleError` with the reason.
+    ``n_calls`` counts the oracle calculations made (one per system per
+    evaluation), so a workflow can report its reference-level cost.
     """
 
     differentiable = False
@@ -35,6 +37,7 @@ class OraclePotential(Potential):
         super().__init__()
         self.oracle = oracle
         self._slots = []
+        self.n_calls = 0
 
     def _slot(self, k):
         while len(self._slots) <= k:
@@ -51,6 +54,7 @@ class OraclePotential(Potential):
         energies, forces = [], []
         for k, atoms in enumerate(state.to_atoms()):
             lab = self._slot(k).compute(atoms)
+            self.n_calls += 1
             if not lab.ok:
                 raise OracleError(f"{lab.method} failed on system {k}: {lab.reason}")
             energies.append(lab.energy)
