@@ -24,6 +24,7 @@ import torch
 from ..errors import InputError
 from ..state import State
 from .base import AtomisticModel
+from .bp_fast import fast_energy_and_forces, fast_supported
 from .descriptors import ACSF
 from .graph import build_graph
 
@@ -139,6 +140,23 @@ class BehlerParrinello(AtomisticModel):
         """Raw ACSF ``[..., n_atoms, n_features]``."""
         graph = build_graph(state, self.acsf.cutoff, triplets=True, triplet_cutoff=self.acsf.angular_cutoff)
         return self.acsf(positions, self.acsf.species(state.atomic_numbers), graph)
+
+    def energy_and_forces(self, state: State, create_graph: bool = False, fast: bool | None = None):
+        """``(energy [S] eV, forces [n_atoms, 3] eV/A)``. ``fast=None`` picks the
+        autograd-free path (:mod:`~fesurf.surrogates.bp_fast`) whenever it applies
+        (``create_graph=False``, no heteroscedastic head); ``fast=False`` forces autograd."""
+        if fast is not False and fast_supported(self, state, create_graph):
+            energy, forces = fast_energy_and_forces(self, state)
+            return energy[0], forces[0]
+        return super().energy_and_forces(state, create_graph)
+
+    def member_energies_and_forces(self, state: State, create_graph: bool = False, fast: bool | None = None):
+        """Per-member ``(energies [M, S], forces [M, n_atoms, 3], log_var or None)``; the fast
+        path is used as in :meth:`energy_and_forces`."""
+        if fast is not False and fast_supported(self, state, create_graph):
+            energies, forces = fast_energy_and_forces(self, state, members=True)
+            return energies, forces, None
+        return super().member_energies_and_forces(state, create_graph)
 
     def _member_outputs(self, positions, state):
         graph = build_graph(state, self.acsf.cutoff, triplets=True, triplet_cutoff=self.acsf.angular_cutoff)
