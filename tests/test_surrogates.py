@@ -163,3 +163,87 @@ def test_unknown_element_is_an_input_error():
     model = BehlerParrinello([1, 8], hidden=(4,))
     with pytest.raises(InputError, match="trained for elements"):
         model.energy(State.from_atoms(molecule("CH4")))
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def _fast_cases():
+    """(state, path) pairs covering both fast layouts: equal molecules (dense per-centre
+    template) and everything else (CSR scatters: mixed sizes, absent elements, periodic)."""
+    gen = torch.Generator().manual_seed(11)
+    one = State.from_atoms(malonaldehyde())
+    batch = one.replicate(4)
+    batch = batch.replace(positions=batch.positions + 0.1 * torch.randn(batch.positions.shape, generator=gen,
+                                                                       dtype=torch.float64))
+    mixed = State.from_atoms([molecule("CH4"), molecule("H2O"), molecule("CH3CHO")])  # sizes 5, 3, 7
+    no_oxygen = State.from_atoms([molecule("C2H6"), molecule("C2H6")])  # O absent, template layout
+    no_oxygen = no_oxygen.replace(positions=no_oxygen.positions + 0.05 * torch.randn(
+        no_oxygen.positions.shape, generator=gen, dtype=torch.float64))
+    same_size = State.from_atoms([molecule("CH3OH"), molecule("C2H4")])  # 6 atoms each, different elements
+    boxed = one.replace(cell=torch.eye(3, dtype=torch.float64)[None] * 7.0, pbc=torch.ones(1, 3, dtype=torch.bool))
+    return {"single": one, "batched": batch, "mixed_sizes": mixed, "oxygen_absent": no_oxygen,
+            "same_size_different_elements": same_size, "periodic": boxed}
+
+
+@pytest.mark.parametrize("case", list(_fast_cases()))
+def test_fast_path_equals_autograd(case):
+    """The autograd-free path (bp_fast) gives the autograd energies and forces to float64 rounding
+    (1e-10 relative; observed ~1e-15), for the mean and for every committee member."""
+    from fesurf.surrogates.bp_fast import fast_supported
+
+    state = _fast_cases()[case]
+    for model in (MODELS["bp_committee"](), _random_standardisation(BehlerParrinello([1, 6, 8], hidden=(8,), seed=4))):
+        assert fast_supported(model, state, create_graph=False)
+        e_fast, f_fast = model.energy_and_forces(state)
+        e_ref, f_ref = model.energy_and_forces(state, fast=False)
+        assert _rel(e_fast, e_ref) < 1e-10 and _rel(f_fast, f_ref) < 1e-10
+        em_fast, fm_fast, _ = model.member_energies_and_forces(state)
+        em_ref, fm_ref, _ = model.member_energies_and_forces(state, fast=False)
+        assert _rel(em_fast, em_ref) < 1e-10 and _rel(fm_fast, fm_ref) < 1e-10
+    # predict (member forces through the fast path) against per-member autograd gradients
+    model = MODELS["bp_committee"]()
+    out = model.predict(state)
+    pos = state.positions.clone().requires_grad_(True)
+    e_m = model._member_outputs(pos, state)[0]
+    for k in range(model.n_members):
+        (g,) = torch.autograd.grad(e_m[k].sum(), pos, retain_graph=True)
+        assert _rel(out["member_forces"][k], -g) < 1e-10
+
+
+def test_fast_path_float32_and_dispatch():
+    state = _fast_cases()["batched"]
+    model = MODELS["bp_committee"]()
+    e64, f64 = model.energy_and_forces(state, fast=False)
+    m32, s32 = model.to(torch.float32), state.to(torch.float32)
+    e32, f32 = m32.energy_and_forces(s32)
+    assert e32.dtype == f32.dtype == torch.float32
+    # float32 rounding: ~1e-7 relative per operation, a few hundred operations deep
+    assert _rel(e32.double(), e64) < 1e-5 and _rel(f32.double(), f64) < 1e-4
+    e32a, f32a = m32.energy_and_forces(s32, fast=False)
+    assert _rel(e32, e32a) < 1e-5 and _rel(f32, f32a) < 1e-4
+    model.to(torch.float64)
+    # training keeps autograd: create_graph=True gives forces differentiable w.r.t. the weights
+    _, f = model.energy_and_forces(state, create_graph=True)
+    assert f.requires_grad
+    (gw,) = torch.autograd.grad(f.pow(2).sum(), model.mlp.weights[0])
+    assert gw.abs().sum() > 0
+
+
+def test_fast_path_follows_weight_updates():
+    """Folded weights are cached; an in-place update (optimiser step, load_state_dict) is seen."""
+    state = _fast_cases()["batched"]
+    model = MODELS["bp_committee"]()
+    e0, _ = model.energy_and_forces(state)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    loss = model.energy(state).sum()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        model.feature_std.mul_(1.1)
+        model.element_energy.add_(0.5)
+    e1, f1 = model.energy_and_forces(state)
+    e_ref, f_ref = model.energy_and_forces(state, fast=False)
+    assert _rel(e1, e0) > 1e-6
+    assert _rel(e1, e_ref) < 1e-10 and _rel(f1, f_ref) < 1e-10
