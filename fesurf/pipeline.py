@@ -312,19 +312,21 @@ def stage_qm(run: Run, samples, model, oracle):
                                min_ess=rw["min_ess"], max_beta_sigma=rw["max_beta_sigma"])
         frames, du, pi, failed = ad.labelled, ad.delta_u, np.zeros(0), ad.failed
         calls = int(ad.labelled.size + len(ad.failed))
+        extra = {"adaptive_rounds": ad.history, "adaptive_converged": ad.converged}
         log.info("adaptive labelling: %d rounds, converged %s", len(ad.history), ad.converged)
     else:
         frames, pi = choose_frames(samples, rw["n_labels"], bins=bins, range=prange, seed=cfg["run"]["seed"] + 7)
         order = np.argsort(frames)
         frames, pi = frames[order], pi[order]
         du, ok, reasons = label(frames)
+        extra = {}
         failed = {int(f): why for f, good, why in zip(frames, ok, reasons) if not good}
         frames, du, pi, calls = frames[ok], du[ok], pi[ok], int(frames.size)
     if failed:
         log.warning("%d reference calculations failed and are left out: %s", len(failed), failed)
     np.savez(out, frames=frames, delta_u=du, inclusion_probability=pi, qm_calls=calls,
              failed_frames=np.array(sorted(failed), dtype=np.int64))
-    run.mark("qm", qm_calls=calls, failed=len(failed))
+    run.mark("qm", qm_calls=calls, failed=len(failed), **extra)
     return frames, du, (pi if pi.size else None), calls
 
 
@@ -360,7 +362,14 @@ def run_pipeline(config, progress=None) -> dict:
         run.mark("reweight", flagged_bins=int(res.flagged.sum()))
 
         b_sur = barrier(pmf_sur).to(unit)
-        b_cor = res.barrier().to(unit)
+        try:
+            b_cor = res.barrier().to(unit)
+        except InputError as exc:
+            raise InputError(
+                f"the corrected PMF gives no barrier: {int(res.flagged.sum())} of {res.flagged.size} bins are "
+                f"flagged for poor overlap ({exc}). See {run.dir / 'reweight_bins.txt'}; raise 'reweight.n_labels' "
+                "(or 'reweight.budget'; labels already computed are reused from qm_cache/), use fewer 'pmf.bins', "
+                "or set 'reweight.estimator' = \"delta\"") from exc
         dg, sig = b_cor.activation.value, b_cor.activation.error
         k = float(eyring_rate(dg, T, unit=unit, transmission=cfg["analysis"]["transmission"]))
         factor = float(rate_error_factor(sig, T, unit=unit))

@@ -110,3 +110,26 @@ def test_building_the_surrogate_counts_every_reference_call(tmp_path):
         assert calls == md_calls + labels
         assert run.stages["generate"]["qm_calls"] == md_calls and run.stages["label"]["qm_calls"] == labels
     assert model.n_members == 2
+
+
+def test_adaptive_labelling_stops_at_the_budget_or_the_target(tmp_path):
+    """reweight.adaptive: rounds of labels until the barrier sigma is below target_sigma or the budget is
+    spent; too small a budget gets an error that says which keys to raise."""
+    from fesurf import InputError
+    from fesurf.pipeline import run_pipeline
+
+    cfg = tmp_path / "adaptive.toml"
+    text = SMALL.format(out=tmp_path / "run").replace(
+        "n_labels = 96", "n_labels = 48\nadaptive = true\nbudget = 96\ntarget_sigma = 0.01")
+    cfg.write_text(text)
+    r = run_pipeline(cfg)
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())
+    rounds = stages["qm"]["adaptive_rounds"]
+    # a 0.01 kcal/mol target is out of reach: the whole budget is spent, in rounds of 48, 24, 24
+    assert [h["n_labels"] + h["n_failed"] for h in rounds] == [48, 72, 96]
+    assert stages["qm"]["adaptive_converged"] is False
+    assert r["qm_calls"]["sparse_labels"] == 96
+    small = SMALL.format(out=tmp_path / "run").replace("n_labels = 96", "n_labels = 6")  # reuses the samples
+    cfg.write_text(small)
+    with pytest.raises(InputError, match="raise 'reweight.n_labels'"):
+        run_pipeline(cfg)
