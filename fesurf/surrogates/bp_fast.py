@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import List, Tuple
 
 import torch
 
@@ -76,7 +77,7 @@ def _folded(model):
     inv_std = 1.0 / model.feature_std  # [E, D]
     w1 = ws[0] * inv_std[None, :, :, None]  # [M, E, D, H]
     b1 = bs[0] - (model.feature_mean * inv_std)[None, :, None, :] @ ws[0]  # [M, E, 1, H]
-    layers = []
+    ws_, bs_, wts_ = [], [], []
     w1c = w1.permute(1, 2, 0, 3).reshape(e, d, m * h1).contiguous()
     b1c = b1.permute(1, 2, 0, 3).reshape(e, 1, m * h1).contiguous()
     w1t = w1.permute(1, 0, 3, 2).reshape(e, m * h1, d).contiguous()  # rows (member, hidden)
@@ -86,10 +87,10 @@ def _folded(model):
         if k == len(ws) - 1:  # eps = scale * out + e_ref[element]
             w, b = w[..., :1] * scale, b[..., :1] * scale
         wt = w.transpose(-1, -2)
-        layers.append((w.transpose(0, 1).reshape(e * m, *w.shape[2:]).contiguous(),
-                       b.transpose(0, 1).reshape(e * m, *b.shape[2:]).contiguous(),
-                       wt.transpose(0, 1).reshape(e * m, *wt.shape[2:]).contiguous()))
-    out = (w1c, b1c, w1t, layers, m, h1)
+        ws_.append(w.transpose(0, 1).reshape(e * m, *w.shape[2:]).contiguous())
+        bs_.append(b.transpose(0, 1).reshape(e * m, *b.shape[2:]).contiguous())
+        wts_.append(wt.transpose(0, 1).reshape(e * m, *wt.shape[2:]).contiguous())
+    out = (w1c, b1c, w1t, ws_, bs_, wts_, m, h1)
     model.__dict__["_fast_weights"] = (key, out)
     return out
 
@@ -178,21 +179,22 @@ def _energy_rows(row: torch.Tensor, species: torch.Tensor, system_index: torch.T
 
 
 def _energies(model, atom_e: torch.Tensor, er: dict) -> torch.Tensor:
-    """``[M, S]`` system energies: ``sum_i (scale * eps_i + e_ref[Z_i])``."""
-    e = atom_e.index_select(1, er["rows"]) + model.element_energy.to(atom_e.dtype).index_select(0, er["species"])
-    return atom_e.new_zeros(atom_e.shape[0], er["n_systems"]).index_add_(1, er["system"], e)
+    """``[M, S]`` system energies ``sum_i (scale * eps_i + e_ref[Z_i])`` from ``atom_e [rows, M]``."""
+    e = atom_e.index_select(0, er["rows"]) + model.element_energy.to(atom_e.dtype).index_select(0, er["species"])[:, None]
+    return atom_e.new_zeros(er["n_systems"], atom_e.shape[1]).index_add_(0, er["system"], e).t()
 
 
-def _silu_and_grad(z):
+def _silu_and_grad(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     s = torch.sigmoid(z)
     h = z * s
     return h, s + h * (1.0 - s)  # silu'(z) = s (1 + z (1 - s))
 
 
-def _mlp(model, g: torch.Tensor, n_max: int, members: bool):
-    """Element MLPs on padded rows ``g [E * n_max, D]``: ``(scale * eps [M, rows], dE/dg [rows, L, D])``
+def _mlp_core(g: torch.Tensor, w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.Tensor, ws: List[torch.Tensor],
+              bs: List[torch.Tensor], wts: List[torch.Tensor], n_max: int, m: int, h1: int,
+              members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Element MLPs on padded rows ``g [E * n_max, D]``: ``(scale * eps [rows, M], dE/dg [rows, L, D])``
     with ``L = M`` (``members``) or 1 (gradient of the committee mean)."""
-    w1c, b1c, w1t, layers, m, h1 = _folded(model)
     ne = w1c.shape[0]
     n_rows = ne * n_max
     z = torch.baddbmm(b1c, g.view(ne, n_max, -1), w1c)  # [E, n_max, M*H1]
@@ -200,18 +202,19 @@ def _mlp(model, g: torch.Tensor, n_max: int, members: bool):
     hs = [dh]
     if m > 1:
         h = h.view(ne, n_max, m, h1).transpose(1, 2).reshape(ne * m, n_max, h1)
-    for k, (w, b, wt) in enumerate(layers):
-        z = torch.baddbmm(b, h, w)
-        if k < len(layers) - 1:
+    n_layers = len(ws)
+    for k in range(n_layers):
+        z = torch.baddbmm(bs[k], h, ws[k])
+        if k < n_layers - 1:
             h, dh = _silu_and_grad(z)
             hs.append(dh)
-    atom_e = z.view(ne, m, n_max).transpose(0, 1).reshape(m, n_rows)
+    atom_e = z.view(ne, m, n_max).transpose(1, 2).reshape(n_rows, m)
     # backward: seed d(out)/d(out) = 1 (per member) or 1/M (mean)
-    grad = layers[-1][2]  # [E*M, 1, H]
+    grad = wts[n_layers - 1]  # [E*M, 1, H]
     if not members:
         grad = grad * (1.0 / m)
-    for k in range(len(layers) - 1, 0, -1):
-        grad = torch.bmm(grad * hs[k], layers[k - 1][2])
+    for k in range(n_layers - 1, 0, -1):
+        grad = torch.bmm(grad * hs[k], wts[k - 1])
     if grad.shape[1] != n_max:
         grad = grad.expand(-1, n_max, -1)
     if members:
@@ -225,22 +228,28 @@ def _mlp(model, g: torch.Tensor, n_max: int, members: bool):
     return atom_e, gx
 
 
-def _cutoff(r, rc):
+def _mlp(model, g: torch.Tensor, n_max: int, members: bool):
+    w1c, b1c, w1t, ws, bs, wts, m, h1 = _folded(model)
+    return _mlp_core(g, w1c, b1c, w1t, ws, bs, wts, n_max, m, h1, members)
+
+
+def _cutoff(r: torch.Tensor, rc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cosine cutoff and its derivative (same expression as :func:`~.descriptors.cosine_cutoff`);
     ``rc`` (Angstrom) is a tensor broadcasting against ``r``."""
     inside = r < rc
     arg = r * (math.pi / rc)
-    fc = torch.where(inside, 0.5 * torch.cos(arg) + 0.5, 0.0)
-    dfc = torch.where(inside, (-0.5 * math.pi / rc) * torch.sin(arg), 0.0)
+    fc = torch.where(inside, 0.5 * torch.cos(arg) + 0.5, torch.zeros_like(arg))
+    dfc = torch.where(inside, (-0.5 * math.pi / rc) * torch.sin(arg), torch.zeros_like(arg))
     return fc, dfc
 
 
-def _angular_terms(acsf, cos, lam):
+def _angular_terms(cos: torch.Tensor, lam: torch.Tensor, zetas: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(angular, d angular / d cos)`` stacked over (zeta, lambda) on dimension ``-2``
     (``cos`` has a singleton there); ``lam``: the lambdas shaped ``[L, 1]``."""
     base = 1.0 + cos * lam
-    terms, dterms = [], []
-    for zeta in acsf._zetas:
+    terms: List[torch.Tensor] = []
+    dterms: List[torch.Tensor] = []
+    for zeta in zetas:
         if zeta == 1:
             terms.append(base)
             dterms.append(lam.expand_as(base))
@@ -281,11 +290,14 @@ class _TemplatePlan:
         fmat = torch.zeros(n, n, n - 1, dtype=torch.float64)  # F_k = sum_(i,l) fmat[k,i,l] dE/dvec_il
         fmat[ar[:, None].expand(n, n - 1), ar[:, None].expand(n, n - 1), torch.arange(n - 1)[None].expand(n, n - 1)] += 1.0
         fmat[self.J, ar[:, None].expand(n, n - 1), torch.arange(n - 1)[None].expand(n, n - 1)] -= 1.0
-        self._f64 = {"oh": oh, "oht": oh.transpose(1, 2).contiguous(), "ch": choh,
-                     "cht": choh.transpose(1, 2).contiguous(), "tab": tab, "fmat": fmat.view(n, -1),
-                     "rc": acsf.cutoffs.view(-1, 1), "shift": acsf.basis_shift.view(-1, 1),
-                     "neg_eta": -acsf.basis_eta.view(-1, 1), "two_eta": 2.0 * acsf.basis_eta.view(-1, 1),
-                     "lam": acsf.lambdas.view(-1, 1)}
+        # gathers of dE/dG rows back to pairs (element of the neighbour) and triplets (channel)
+        self.rad_src = (ar[:, None] * ne + sj).view(-1)
+        self.ang_src = (ar[:, None] * nc + ch).view(-1)
+        self.J_flat = self.J.reshape(-1)
+        # constants of _template_core, in its order
+        self._f64 = [oh.transpose(1, 2).contiguous(), choh.transpose(1, 2).contiguous(), tab, fmat.view(n, -1),
+                     acsf.cutoffs.view(-1, 1), acsf.basis_shift.view(-1, 1), -acsf.basis_eta.view(-1, 1),
+                     2.0 * acsf.basis_eta.view(-1, 1), acsf.lambdas.view(-1, 1)]
         self._mats = {}
         # padded element rows of the MLP (all atoms of all replicas)
         all_species = species.repeat(n_systems)
@@ -296,7 +308,7 @@ class _TemplatePlan:
         rank = torch.empty(order.numel(), dtype=torch.long)
         rank[order] = torch.arange(order.numel()) - start[all_species[order]]
         self.row = all_species * n_max + rank  # row of atom b*n + i
-        src = torch.full((ne * n_max,), order.numel(), dtype=torch.long)  # padding rows read a zero row
+        src = torch.zeros(ne * n_max, dtype=torch.long)  # padding rows copy atom 0 (finite, results unused)
         src[self.row] = torch.arange(order.numel())
         self.row_src, self.species = src, all_species
         self.energy_rows = _energy_rows(self.row, all_species, torch.arange(n_systems).repeat_interleave(n), n_systems)
@@ -304,7 +316,7 @@ class _TemplatePlan:
     def mats(self, dtype, device):
         key = (dtype, device)
         if key not in self._mats:
-            self._mats[key] = {k: v.to(dtype=dtype, device=device) for k, v in self._f64.items()}
+            self._mats[key] = [v.to(dtype=dtype, device=device) for v in self._f64]
         return self._mats[key]
 
 
@@ -331,67 +343,96 @@ def _template_plan(acsf, state: State):
     return plan
 
 
-def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, members: bool):
-    acsf = model.acsf
-    dt = _folded(model)[0].dtype
-    n, B, ta, tb = plan.n, plan.B, plan.ta, plan.tb
-    nt = ta.numel()
-    ne, nr, nc, na = acsf.n_elements, acsf.n_radial, acsf.n_pair_channels, acsf.n_angular
-    mats = plan.mats(dt, state.device)
-    x = state.positions.to(dt).view(B, n, 3).permute(1, 2, 0).contiguous()  # [n, 3, B]
-
+def _template_core(x: torch.Tensor, J: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, rad_src: torch.Tensor,
+                   ang_src: torch.Tensor, row_src: torch.Tensor, row: torch.Tensor, basis_cutoff: torch.Tensor,
+                   c: List[torch.Tensor], zetas: List[int], w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.Tensor,
+                   ws: List[torch.Tensor], bs: List[torch.Tensor], wts: List[torch.Tensor], dims: List[int],
+                   members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Atomic energies ``[rows, M]`` and forces ``[L, B*n, 3]`` for ``x [n, 3, B]`` (see
+    :class:`_TemplatePlan`). ``c``: constant matrices, ``dims``: (n, B, E, R, C, n_angular, n_max, M, H1)."""
+    n, B, ne, nr, nc, na, n_max, m, h1 = dims
+    oht, cht, tab, fmat, rc, shift, neg_eta, two_eta, lam = c
+    nt = ta.shape[0]
     # ---- pairs [n, n-1, feature, B]
-    vec = x.index_select(0, plan.J.view(-1)).view(n, n - 1, 3, B) - x[:, None]
+    vec = x.index_select(0, J).view(n, n - 1, 3, B) - x.unsqueeze(1)
     r = (vec * vec).sum(2, keepdim=True).sqrt_()  # [n, n-1, 1, B]
     inv_r = 1.0 / r
     u = vec * inv_r
     # all Gaussian shells (radial G2, then angular) in one pass, each with its own cutoff
-    fc, dfc = _cutoff(r, mats["rc"])  # [n, n-1, 2, B]
-    fcb, dfcb = fc.index_select(2, acsf.basis_cutoff), dfc.index_select(2, acsf.basis_cutoff)
-    diff = r - mats["shift"]  # [n, n-1, R+S, B]
-    gauss = torch.exp(diff * diff * mats["neg_eta"])
+    fc, dfc = _cutoff(r, rc)  # [n, n-1, 2, B]
+    fcb, dfcb = fc.index_select(2, basis_cutoff), dfc.index_select(2, basis_cutoff)
+    diff = r - shift  # [n, n-1, R+S, B]
+    gauss = torch.exp(diff * diff * neg_eta)
     basis_all = gauss * fcb
-    dbasis_all = gauss * (dfcb - mats["two_eta"] * diff * fcb)  # d basis / d r
+    dbasis_all = gauss * (dfcb - two_eta * diff * fcb)  # d basis / d r
     basis, shell = basis_all[:, :, :nr], basis_all[:, :, nr:]
     s_ang = shell.shape[2]
-    g_rad = torch.bmm(mats["oht"], basis.reshape(n, n - 1, nr * B))  # [n, E, R*B]
-
+    g_rad = torch.bmm(oht, basis.reshape(n, n - 1, nr * B))  # [n, E, R*B]
     # ---- triplets [n, nt, feature, B]
     a1, a2 = shell.index_select(1, ta), shell.index_select(1, tb)
     u1, u2 = u.index_select(1, ta), u.index_select(1, tb)
     radial = a1 * a2  # [n, nt, S, B]
     cos = (u1 * u2).sum(2, keepdim=True)  # [n, nt, 1, B]
-    angular, dangular = _angular_terms(acsf, cos, mats["lam"])  # [n, nt, ZL, B]
+    angular, dangular = _angular_terms(cos, lam, zetas)  # [n, nt, ZL, B]
     zl = angular.shape[2]
-    g5 = radial[:, :, :, None] * angular[:, :, None]  # [n, nt, S, ZL, B]
-    g_ang = torch.bmm(mats["cht"], g5.reshape(n, nt, s_ang * zl * B))  # [n, C, S*ZL*B]
-
-    # ---- MLP rows: atoms (b, i) padded per element
+    g5 = radial.unsqueeze(3) * angular.unsqueeze(2)  # [n, nt, S, ZL, B]
+    g_ang = torch.bmm(cht, g5.reshape(n, nt, s_ang * zl * B))  # [n, C, S*ZL*B]
+    # ---- MLP rows: atoms (b, i) padded per element (padding rows copy atom 0; results unused)
     g = torch.cat([g_rad.view(n, ne * nr, B), g_ang.view(n, nc * na, B)], 1).permute(2, 0, 1).reshape(B * n, -1)
-    g = torch.cat([g, g.new_zeros(1, g.shape[1])]).index_select(0, plan.row_src)
-    atom_e, gx = _mlp(model, g, plan.n_max, members)
-    energies = _energies(model, atom_e, plan.energy_rows)
+    atom_e, gx = _mlp_core(g.index_select(0, row_src), w1c, b1c, w1t, ws, bs, wts, n_max, m, h1, members)
     lead = gx.shape[1]
-    gx = gx.index_select(0, plan.row).view(B, n, lead, -1)  # atoms (b, i)
-
+    gx = gx.index_select(0, row).view(B, n, lead, -1)  # atoms (b, i)
     # ---- backward to pairs; per-pair arrays [n, n-1, feature, L, B]
-    d_g_rad = gx[..., :ne * nr].reshape(B, n, lead, ne, nr).permute(1, 3, 4, 2, 0).reshape(n, ne, nr * lead * B)
-    d_basis = torch.bmm(mats["oh"], d_g_rad).view(n, n - 1, nr, lead, B)
-    d_r = (d_basis * dbasis_all[:, :, :nr, None]).sum(2)  # [n, n-1, L, B]
-    d_g_ang = gx[..., ne * nr:].reshape(B, n, lead, nc, na).permute(1, 3, 4, 2, 0).reshape(n, nc, na * lead * B)
-    d_y = torch.bmm(mats["ch"], d_g_ang).view(n, nt, s_ang, zl, lead, B)
-    d_radial = (d_y * angular[:, :, None, :, None]).sum(3)  # [n, nt, S, L, B]
-    dg5 = radial[:, :, :, None] * dangular[:, :, None]  # [n, nt, S, ZL, B]
-    d_cos = (d_y * dg5[:, :, :, :, None]).sum((2, 3))  # [n, nt, L, B]
-    v1 = torch.cat([d_radial * a2[:, :, :, None], d_cos[:, :, None] * u2[:, :, :, None]], 2)  # to pair ta
-    v2 = torch.cat([d_radial * a1[:, :, :, None], d_cos[:, :, None] * u1[:, :, :, None]], 2)  # to pair tb
-    acc = torch.matmul(mats["tab"], torch.cat([v1, v2], 1).reshape(n, 2 * nt, -1)).view(n, n - 1, s_ang + 3, lead, B)
-    d_r = d_r + (acc[:, :, :s_ang] * dbasis_all[:, :, nr:, None]).sum(2)
+    d_g_rad = gx[:, :, :, :ne * nr].reshape(B, n, lead, ne, nr).permute(1, 3, 4, 2, 0).reshape(n * ne, nr * lead * B)
+    d_basis = d_g_rad.index_select(0, rad_src).view(n, n - 1, nr, lead, B)
+    d_r = (d_basis * dbasis_all[:, :, :nr].unsqueeze(3)).sum(2)  # [n, n-1, L, B]
+    d_g_ang = gx[:, :, :, ne * nr:].reshape(B, n, lead, nc, na).permute(1, 3, 4, 2, 0).reshape(n * nc, na * lead * B)
+    d_y = d_g_ang.index_select(0, ang_src).view(n, nt, s_ang, zl, lead, B)
+    d_radial = (d_y * angular.unsqueeze(2).unsqueeze(4)).sum(3)  # [n, nt, S, L, B]
+    dg5 = radial.unsqueeze(3) * dangular.unsqueeze(2)  # [n, nt, S, ZL, B]
+    d_cos = (d_y * dg5.unsqueeze(4)).sum([2, 3])  # [n, nt, L, B]
+    v = d_cos.new_empty(n, 2, nt, s_ang + 3, lead, B)  # [:, 0] to pair ta, [:, 1] to pair tb
+    d_cos3 = d_cos.unsqueeze(2)
+    torch.mul(d_radial, a2.unsqueeze(3), out=v[:, 0, :, :s_ang])
+    torch.mul(d_cos3, u2.unsqueeze(3), out=v[:, 0, :, s_ang:])
+    torch.mul(d_radial, a1.unsqueeze(3), out=v[:, 1, :, :s_ang])
+    torch.mul(d_cos3, u1.unsqueeze(3), out=v[:, 1, :, s_ang:])
+    acc = torch.matmul(tab, v.view(n, 2 * nt, -1)).view(n, n - 1, s_ang + 3, lead, B)
+    d_r = d_r + (acc[:, :, :s_ang] * dbasis_all[:, :, nr:].unsqueeze(3)).sum(2)
     d_u = acc[:, :, s_ang:]  # [n, n-1, 3, L, B]
-    uu, ir = u[:, :, :, None], inv_r[:, :, :, None]
-    d_vec = (d_r[:, :, None] - (d_u * uu).sum(2, keepdim=True) * ir) * uu + d_u * ir
-    forces = torch.mm(mats["fmat"], d_vec.reshape(n * (n - 1), -1)).view(n, 3, lead, B)
-    forces = forces.permute(2, 3, 0, 1).reshape(lead, B * n, 3)
+    uu, ir = u.unsqueeze(3), inv_r.unsqueeze(3)
+    d_vec = (d_r.unsqueeze(2) - (d_u * uu).sum(2, keepdim=True) * ir) * uu + d_u * ir
+    # F = -dE/dpos: pair vector r_j - r_i, so F_i += dE/dvec, F_j -= dE/dvec
+    forces = torch.mm(fmat, d_vec.reshape(n * (n - 1), -1)).view(n, 3, lead, B)
+    return atom_e, forces.permute(2, 3, 0, 1).reshape(lead, B * n, 3)
+
+
+_SCRIPTED = {}
+
+
+def _scripted_core():
+    """TorchScript of :func:`_template_core` (fewer Python round trips for small molecules);
+    the plain function if scripting is unavailable."""
+    if "core" not in _SCRIPTED:
+        try:
+            _SCRIPTED["core"] = torch.jit.script(_template_core)
+        except Exception:  # pragma: no cover - TorchScript missing or unsupported construct
+            _SCRIPTED["core"] = _template_core
+    return _SCRIPTED["core"]
+
+
+def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, members: bool, script: bool = True):
+    acsf = model.acsf
+    w1c, b1c, w1t, ws, bs, wts, m, h1 = _folded(model)
+    dt = w1c.dtype
+    n, B = plan.n, plan.B
+    x = state.positions.to(dt).view(B, n, 3).permute(1, 2, 0).contiguous()  # [n, 3, B]
+    dims = [n, B, acsf.n_elements, acsf.n_radial, acsf.n_pair_channels, acsf.n_angular, plan.n_max, m, h1]
+    core = _scripted_core() if script else _template_core
+    atom_e, forces = core(x, plan.J_flat, plan.ta, plan.tb, plan.rad_src, plan.ang_src, plan.row_src, plan.row,
+                          acsf.basis_cutoff, plan.mats(dt, state.device), acsf._zetas, w1c, b1c, w1t, ws, bs, wts,
+                          dims, members)
+    energies = _energies(model, atom_e, plan.energy_rows)
     if not members:
         energies = energies.mean(0, keepdim=True)
     return energies.to(state.dtype), forces.to(state.dtype)
