@@ -244,8 +244,8 @@ def _cutoff(r: torch.Tensor, rc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tens
 
 
 def _angular_terms(cos: torch.Tensor, lam: torch.Tensor, zetas: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(angular, d angular / d cos)`` stacked over (zeta, lambda) on dimension ``-2``
-    (``cos`` has a singleton there); ``lam``: the lambdas shaped ``[L, 1]``."""
+    """``(angular, d angular / d cos)`` stacked over (zeta, lambda) on dimension 0
+    (``cos`` has a singleton there); ``lam``: the lambdas shaped ``[L, 1, ...]``."""
     base = 1.0 + cos * lam
     terms: List[torch.Tensor] = []
     dterms: List[torch.Tensor] = []
@@ -260,7 +260,7 @@ def _angular_terms(cos: torch.Tensor, lam: torch.Tensor, zetas: List[int]) -> Tu
             dterms.append((c * zeta) * pm1 * lam)
     if len(terms) == 1:
         return terms[0], dterms[0]
-    return torch.cat(terms, -2), torch.cat(dterms, -2)
+    return torch.cat(terms, 0), torch.cat(dterms, 0)
 
 
 class _TemplatePlan:
@@ -268,8 +268,8 @@ class _TemplatePlan:
 
     Pair ``(i, l)`` is centre ``i`` and its ``l``-th other atom ``J[i, l]``; triplet ``t`` of a
     centre pairs its local neighbours ``ta[t] < tb[t]``. Element (radial) and channel
-    (angular) sums are batched matrix products with 0/1 matrices; replicas are the
-    innermost (contiguous) dimension of every pair and triplet array.
+    (angular) sums are ``index_add_`` over (centre, element/channel) rows, their backward
+    passes gathers; the triplet-to-pair and pair-to-atom sums are products with 0/1 matrices.
     """
 
     def __init__(self, acsf, numbers: torch.Tensor, n: int, n_systems: int):
@@ -281,23 +281,21 @@ class _TemplatePlan:
         self.ta, self.tb, self.n, self.B = ta, tb, n, n_systems
         nt = ta.numel()
         sj = species[self.J]  # [n, n-1]
-        oh = torch.nn.functional.one_hot(sj, ne).double()  # [n, n-1, E]
         ch = acsf.pair_channel[sj[:, ta] * ne + sj[:, tb]]  # [n, nt]
-        choh = torch.nn.functional.one_hot(ch, nc).double()  # [n, nt, C]
         tab = torch.zeros(n - 1, 2 * nt, dtype=torch.float64)
         tab[ta, torch.arange(nt)] = 1.0
         tab[tb, nt + torch.arange(nt)] = 1.0
         fmat = torch.zeros(n, n, n - 1, dtype=torch.float64)  # F_k = sum_(i,l) fmat[k,i,l] dE/dvec_il
         fmat[ar[:, None].expand(n, n - 1), ar[:, None].expand(n, n - 1), torch.arange(n - 1)[None].expand(n, n - 1)] += 1.0
         fmat[self.J, ar[:, None].expand(n, n - 1), torch.arange(n - 1)[None].expand(n, n - 1)] -= 1.0
-        # gathers of dE/dG rows back to pairs (element of the neighbour) and triplets (channel)
-        self.rad_src = (ar[:, None] * ne + sj).view(-1)
-        self.ang_src = (ar[:, None] * nc + ch).view(-1)
         self.J_flat = self.J.reshape(-1)
         # constants of _template_core, in its order
-        self._f64 = [oh.transpose(1, 2).contiguous(), choh.transpose(1, 2).contiguous(), tab, fmat.view(n, -1),
-                     acsf.cutoffs.view(-1, 1), acsf.basis_shift.view(-1, 1), -acsf.basis_eta.view(-1, 1),
-                     2.0 * acsf.basis_eta.view(-1, 1), acsf.lambdas.view(-1, 1)]
+        col = (-1, 1, 1, 1)  # per-feature constants broadcast over [feature, n, n-1, B]
+        # rows (centre, neighbour element) of each pair and (centre, channel) of each triplet
+        self.rad_src = (ar[:, None] * ne + sj).view(-1)
+        self.ang_src = (ar[:, None] * nc + ch).view(-1)
+        self._f64 = [tab, fmat.view(n, -1), acsf.cutoffs.view(col), acsf.basis_shift.view(col), -acsf.basis_eta.view(col),
+                     2.0 * acsf.basis_eta.view(col), acsf.lambdas.view(col)]
         self._mats = {}
         # padded element rows of the MLP (all atoms of all replicas)
         all_species = species.repeat(n_systems)
@@ -344,67 +342,76 @@ def _template_plan(acsf, state: State):
 
 
 def _template_core(x: torch.Tensor, J: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, rad_src: torch.Tensor,
-                   ang_src: torch.Tensor, row_src: torch.Tensor, row: torch.Tensor, basis_cutoff: torch.Tensor,
-                   c: List[torch.Tensor], zetas: List[int], w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.Tensor,
-                   ws: List[torch.Tensor], bs: List[torch.Tensor], wts: List[torch.Tensor], dims: List[int],
+                   ang_src: torch.Tensor, row_src: torch.Tensor, row: torch.Tensor, basis_cutoff: torch.Tensor, c: List[torch.Tensor], zetas: List[int],
+                   w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.Tensor, ws: List[torch.Tensor],
+                   bs: List[torch.Tensor], wts: List[torch.Tensor], dims: List[int],
                    members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Atomic energies ``[rows, M]`` and forces ``[L, B*n, 3]`` for ``x [n, 3, B]`` (see
-    :class:`_TemplatePlan`). ``c``: constant matrices, ``dims``: (n, B, E, R, C, n_angular, n_max, M, H1)."""
+    """Atomic energies ``[rows, M]`` and forces ``[L, B*n, 3]`` for ``x [3, n, B]`` (see
+    :class:`_TemplatePlan`). ``c``: constant matrices, ``dims``: (n, B, E, R, C, n_angular, n_max, M, H1).
+
+    Layout: feature dimensions outermost, then (committee member L in the backward), centre,
+    neighbour or triplet, replica: elementwise work broadcasts over outer dimensions and runs
+    over long contiguous (neighbour, replica) blocks.
+    """
     n, B, ne, nr, nc, na, n_max, m, h1 = dims
-    oht, cht, tab, fmat, rc, shift, neg_eta, two_eta, lam = c
+    tab, fmat, rc, shift, neg_eta, two_eta, lam = c
     nt = ta.shape[0]
-    # ---- pairs [n, n-1, feature, B]
-    vec = x.index_select(0, J).view(n, n - 1, 3, B) - x.unsqueeze(1)
-    r = (vec * vec).sum(2, keepdim=True).sqrt_()  # [n, n-1, 1, B]
+    # ---- pairs [feature, n, n-1, B]
+    vec = x.index_select(1, J).view(3, n, n - 1, B) - x.unsqueeze(2)
+    r = (vec * vec).sum(0, keepdim=True).sqrt_()  # [1, n, n-1, B]
     inv_r = 1.0 / r
     u = vec * inv_r
     # all Gaussian shells (radial G2, then angular) in one pass, each with its own cutoff
-    fc, dfc = _cutoff(r, rc)  # [n, n-1, 2, B]
-    fcb, dfcb = fc.index_select(2, basis_cutoff), dfc.index_select(2, basis_cutoff)
-    diff = r - shift  # [n, n-1, R+S, B]
+    fc, dfc = _cutoff(r, rc)  # [2, n, n-1, B]
+    fcb, dfcb = fc.index_select(0, basis_cutoff), dfc.index_select(0, basis_cutoff)
+    diff = r - shift  # [R+S, n, n-1, B]
     gauss = torch.exp(diff * diff * neg_eta)
     basis_all = gauss * fcb
     dbasis_all = gauss * (dfcb - two_eta * diff * fcb)  # d basis / d r
-    basis, shell = basis_all[:, :, :nr], basis_all[:, :, nr:]
-    s_ang = shell.shape[2]
-    g_rad = torch.bmm(oht, basis.reshape(n, n - 1, nr * B))  # [n, E, R*B]
-    # ---- triplets [n, nt, feature, B]
-    a1, a2 = shell.index_select(1, ta), shell.index_select(1, tb)
-    u1, u2 = u.index_select(1, ta), u.index_select(1, tb)
-    radial = a1 * a2  # [n, nt, S, B]
-    cos = (u1 * u2).sum(2, keepdim=True)  # [n, nt, 1, B]
-    angular, dangular = _angular_terms(cos, lam, zetas)  # [n, nt, ZL, B]
-    zl = angular.shape[2]
-    g5 = radial.unsqueeze(3) * angular.unsqueeze(2)  # [n, nt, S, ZL, B]
-    g_ang = torch.bmm(cht, g5.reshape(n, nt, s_ang * zl * B))  # [n, C, S*ZL*B]
+    shell = basis_all[nr:]
+    s_ang = shell.shape[0]
+    # sum over the neighbours of each element: rows (centre, element)
+    g_rad = gauss.new_zeros(nr, n * ne, B).index_add_(1, rad_src, basis_all[:nr].view(nr, n * (n - 1), B))
+    # ---- triplets [feature, n, nt, B]
+    a1, a2 = shell.index_select(2, ta), shell.index_select(2, tb)
+    u1, u2 = u.index_select(2, ta), u.index_select(2, tb)
+    radial = a1 * a2  # [S, n, nt, B]
+    cos = (u1 * u2).sum(0, keepdim=True)  # [1, n, nt, B]
+    angular, dangular = _angular_terms(cos, lam, zetas)  # [ZL, n, nt, B]
+    zl = angular.shape[0]
+    g5 = radial.unsqueeze(1) * angular.unsqueeze(0)  # [S, ZL, n, nt, B]
+    # sum over the triplets of each channel: rows (centre, channel)
+    g_ang = g5.new_zeros(s_ang, zl, n * nc, B).index_add_(2, ang_src, g5.view(s_ang, zl, n * nt, B))
     # ---- MLP rows: atoms (b, i) padded per element (padding rows copy atom 0; results unused)
-    g = torch.cat([g_rad.view(n, ne * nr, B), g_ang.view(n, nc * na, B)], 1).permute(2, 0, 1).reshape(B * n, -1)
-    atom_e, gx = _mlp_core(g.index_select(0, row_src), w1c, b1c, w1t, ws, bs, wts, n_max, m, h1, members)
+    g = g_rad.new_empty(B, n, ne * nr + nc * na)
+    g[:, :, :ne * nr].unflatten(2, (ne, nr)).copy_(g_rad.view(nr, n, ne, B).permute(3, 1, 2, 0))
+    g[:, :, ne * nr:].unflatten(2, (nc, s_ang, zl)).copy_(g_ang.view(s_ang, zl, n, nc, B).permute(4, 2, 3, 0, 1))
+    atom_e, gx = _mlp_core(g.view(B * n, -1).index_select(0, row_src), w1c, b1c, w1t, ws, bs, wts, n_max, m, h1,
+                           members)
     lead = gx.shape[1]
     gx = gx.index_select(0, row).view(B, n, lead, -1)  # atoms (b, i)
-    # ---- backward to pairs; per-pair arrays [n, n-1, feature, L, B]
-    d_g_rad = gx[:, :, :, :ne * nr].reshape(B, n, lead, ne, nr).permute(1, 3, 4, 2, 0).reshape(n * ne, nr * lead * B)
-    d_basis = d_g_rad.index_select(0, rad_src).view(n, n - 1, nr, lead, B)
-    d_r = (d_basis * dbasis_all[:, :, :nr].unsqueeze(3)).sum(2)  # [n, n-1, L, B]
-    d_g_ang = gx[:, :, :, ne * nr:].reshape(B, n, lead, nc, na).permute(1, 3, 4, 2, 0).reshape(n * nc, na * lead * B)
-    d_y = d_g_ang.index_select(0, ang_src).view(n, nt, s_ang, zl, lead, B)
-    d_radial = (d_y * angular.unsqueeze(2).unsqueeze(4)).sum(3)  # [n, nt, S, L, B]
-    dg5 = radial.unsqueeze(3) * dangular.unsqueeze(2)  # [n, nt, S, ZL, B]
-    d_cos = (d_y * dg5.unsqueeze(4)).sum([2, 3])  # [n, nt, L, B]
-    v = d_cos.new_empty(n, 2, nt, s_ang + 3, lead, B)  # [:, 0] to pair ta, [:, 1] to pair tb
-    d_cos3 = d_cos.unsqueeze(2)
-    torch.mul(d_radial, a2.unsqueeze(3), out=v[:, 0, :, :s_ang])
-    torch.mul(d_cos3, u2.unsqueeze(3), out=v[:, 0, :, s_ang:])
-    torch.mul(d_radial, a1.unsqueeze(3), out=v[:, 1, :, :s_ang])
-    torch.mul(d_cos3, u1.unsqueeze(3), out=v[:, 1, :, s_ang:])
-    acc = torch.matmul(tab, v.view(n, 2 * nt, -1)).view(n, n - 1, s_ang + 3, lead, B)
-    d_r = d_r + (acc[:, :, :s_ang] * dbasis_all[:, :, nr:].unsqueeze(3)).sum(2)
-    d_u = acc[:, :, s_ang:]  # [n, n-1, 3, L, B]
-    uu, ir = u.unsqueeze(3), inv_r.unsqueeze(3)
-    d_vec = (d_r.unsqueeze(2) - (d_u * uu).sum(2, keepdim=True) * ir) * uu + d_u * ir
+    # ---- backward to pairs: arrays [feature, L, n, n-1 or nt, B]
+    d_g_rad = gx[:, :, :, :ne * nr].unflatten(3, (ne, nr)).permute(4, 2, 1, 3, 0)  # [R, L, n, E, B]
+    d_basis = d_g_rad.reshape(nr, lead, n * ne, B).index_select(2, rad_src).view(nr, lead, n, n - 1, B)
+    d_r = (d_basis * dbasis_all[:nr].unsqueeze(1)).sum(0)  # [L, n, n-1, B]
+    d_g_ang = gx[:, :, :, ne * nr:].unflatten(3, (nc, s_ang, zl)).permute(4, 5, 2, 1, 3, 0)  # [S, ZL, L, n, C, B]
+    d_y = d_g_ang.reshape(s_ang, zl, lead, n * nc, B).index_select(3, ang_src).view(s_ang, zl, lead, n, nt, B)
+    d_radial = (d_y * angular.unsqueeze(1).unsqueeze(0)).sum(1)  # [S, L, n, nt, B]
+    dg5 = (radial.unsqueeze(1) * dangular.unsqueeze(0)).unsqueeze(2)  # [S, ZL, 1, n, nt, B]
+    d_cos = (d_y * dg5).sum([0, 1])  # [L, n, nt, B]
+    v = d_cos.new_empty(s_ang + 3, lead, n, 2, nt, B)  # [:, :, :, 0] to pair ta, [:, :, :, 1] to pair tb
+    torch.mul(d_radial, a2.unsqueeze(1), out=v[:s_ang, :, :, 0])
+    torch.mul(d_cos, u2.unsqueeze(1), out=v[s_ang:, :, :, 0])
+    torch.mul(d_radial, a1.unsqueeze(1), out=v[:s_ang, :, :, 1])
+    torch.mul(d_cos, u1.unsqueeze(1), out=v[s_ang:, :, :, 1])
+    acc = torch.matmul(tab, v.view(s_ang + 3, lead, n, 2 * nt, B))  # [S+3, L, n, n-1, B]
+    d_r = d_r + (acc[:s_ang] * dbasis_all[nr:].unsqueeze(1)).sum(0)
+    d_u = acc[s_ang:]  # [3, L, n, n-1, B]
+    uu, ir = u.unsqueeze(1), inv_r.unsqueeze(1)
+    d_vec = (d_r - (d_u * uu).sum(0, keepdim=True) * ir) * uu + d_u * ir
     # F = -dE/dpos: pair vector r_j - r_i, so F_i += dE/dvec, F_j -= dE/dvec
-    forces = torch.mm(fmat, d_vec.reshape(n * (n - 1), -1)).view(n, 3, lead, B)
-    return atom_e, forces.permute(2, 3, 0, 1).reshape(lead, B * n, 3)
+    forces = torch.matmul(fmat, d_vec.reshape(3, lead, n * (n - 1), B))  # [3, L, n, B]
+    return atom_e, forces.permute(1, 3, 2, 0).reshape(lead, B * n, 3)
 
 
 _SCRIPTED = {}
@@ -415,7 +422,9 @@ def _scripted_core():
     the plain function if scripting is unavailable."""
     if "core" not in _SCRIPTED:
         try:
-            _SCRIPTED["core"] = torch.jit.script(_template_core)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 marks TorchScript deprecated
+                _SCRIPTED["core"] = torch.jit.script(_template_core)
         except Exception:  # pragma: no cover - TorchScript missing or unsupported construct
             _SCRIPTED["core"] = _template_core
     return _SCRIPTED["core"]
@@ -426,7 +435,7 @@ def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, member
     w1c, b1c, w1t, ws, bs, wts, m, h1 = _folded(model)
     dt = w1c.dtype
     n, B = plan.n, plan.B
-    x = state.positions.to(dt).view(B, n, 3).permute(1, 2, 0).contiguous()  # [n, 3, B]
+    x = state.positions.to(dt).view(B, n, 3).permute(2, 1, 0).contiguous()  # [3, n, B]
     dims = [n, B, acsf.n_elements, acsf.n_radial, acsf.n_pair_channels, acsf.n_angular, plan.n_max, m, h1]
     core = _scripted_core() if script else _template_core
     atom_e, forces = core(x, plan.J_flat, plan.ta, plan.tb, plan.rad_src, plan.ang_src, plan.row_src, plan.row,
