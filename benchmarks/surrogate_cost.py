@@ -6,6 +6,8 @@ committee), and per-atom cost scaling on a periodic argon crystal from 1k to
 Writes ``benchmarks/results/surrogate_cost.json`` and prints a table. Run with
 ``nice -n 10 .venv/bin/python benchmarks/surrogate_cost.py`` (one torch thread).
 Ratios are what matter on a shared machine; absolute times drift with load.
+BP energy+forces use the autograd-free path (:mod:`fesurf.surrogates.bp_fast`);
+the ``*_autograd_*`` keys time the autograd path for comparison.
 """
 from __future__ import annotations
 
@@ -51,14 +53,14 @@ def xtb_time(reps: int) -> float:
     return best_time(call, reps)
 
 
-def surrogate_time(model, n_replicas: int, reps: int, dtype) -> float:
+def surrogate_time(model, n_replicas: int, reps: int, dtype, **kwargs) -> float:
     gen = torch.Generator().manual_seed(0)
     state = State.from_atoms(malonaldehyde()).replicate(n_replicas).to(dtype)
     base = state.positions.clone()
 
     def call():
         state.positions = base + 0.01 * torch.randn(base.shape, generator=gen, dtype=dtype)
-        model.energy_and_forces(state)
+        model.energy_and_forces(state, **kwargs)
 
     return best_time(call, reps)
 
@@ -98,6 +100,9 @@ def main():
     r["xtb_s"] = xtb_time(reps)
     r["single_s"] = surrogate_time(single, 1, reps, dtype)
     r["batched_64_s_per_replica"] = surrogate_time(single, 64, max(5, reps // 10), dtype) / 64
+    # the autograd path (what the fast path replaces in MD), same load, for the before/after table
+    r["single_autograd_s"] = surrogate_time(single, 1, reps, dtype, fast=False)
+    r["batched_64_autograd_s_per_replica"] = surrogate_time(single, 64, max(5, reps // 10), dtype, fast=False) / 64
     r["single_float64_s"] = surrogate_time(single.to(torch.float64), 1, reps, torch.float64)
     single.to(dtype)
     r["committee_single_s"] = committee_time(committee, 1, reps, dtype)
@@ -115,8 +120,10 @@ def main():
     RESULTS.write_text(json.dumps(r, indent=1))
     print(f"{'what':42s} {'ms / replica-step':>18s} {'xTB / this':>11s}")
     for label, key in [("GFN2-xTB (tblite)", "xtb_s"), ("BP single", "single_s"),
+                       ("BP single, autograd path", "single_autograd_s"),
                        ("BP single, float64", "single_float64_s"),
                        ("BP batched x64", "batched_64_s_per_replica"),
+                       ("BP batched x64, autograd path", "batched_64_autograd_s_per_replica"),
                        (f"BP committee ({committee.n_members}) single", "committee_single_s"),
                        (f"BP committee ({committee.n_members}) batched x64", "committee_batched_64_s_per_replica")]:
         print(f"{label:42s} {r[key] * 1e3:18.4f} {r['xtb_s'] / r[key]:11.1f}")

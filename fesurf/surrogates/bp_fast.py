@@ -397,8 +397,8 @@ def _template_core(x: torch.Tensor, J: torch.Tensor, ta: torch.Tensor, tb: torch
     d_g_ang = gx[:, :, :, ne * nr:].unflatten(3, (nc, s_ang, zl)).permute(4, 5, 2, 1, 3, 0)  # [S, ZL, L, n, C, B]
     d_y = d_g_ang.reshape(s_ang, zl, lead, n * nc, B).index_select(3, ang_src).view(s_ang, zl, lead, n, nt, B)
     d_radial = (d_y * angular.unsqueeze(1).unsqueeze(0)).sum(1)  # [S, L, n, nt, B]
-    dg5 = (radial.unsqueeze(1) * dangular.unsqueeze(0)).unsqueeze(2)  # [S, ZL, 1, n, nt, B]
-    d_cos = (d_y * dg5).sum([0, 1])  # [L, n, nt, B]
+    d_ang = (d_y * radial.unsqueeze(1).unsqueeze(2)).sum(0)  # [ZL, L, n, nt, B]
+    d_cos = (d_ang * dangular.unsqueeze(1)).sum(0)  # [L, n, nt, B]
     v = d_cos.new_empty(s_ang + 3, lead, n, 2, nt, B)  # [:, :, :, 0] to pair ta, [:, :, :, 1] to pair tb
     torch.mul(d_radial, a2.unsqueeze(1), out=v[:s_ang, :, :, 0])
     torch.mul(d_cos, u2.unsqueeze(1), out=v[s_ang:, :, :, 0])
