@@ -1,25 +1,32 @@
 """Autograd-free energies and forces of :class:`~fesurf.surrogates.bp.BehlerParrinello` (the MD hot path).
 
-Same model, same weights, same numbers to float rounding as the autograd path,
-about 3-10x faster on small molecules because:
+Same model, same stored weights, same numbers to float rounding as the autograd
+path (float64: ~1e-15 relative), for batches of equal non-periodic molecules
+(MD replicas, one molecule): on malonaldehyde, 1 thread, float32, about 2.5x
+faster for one replica and 4x for 64 (``benchmarks/surrogate_cost.py``). How:
 
-- the backward pass is written out: input gradients of the element MLPs by
-  explicit matrix products with SiLU' (no weight gradients), then the chain
-  rule through the ACSF radial and angular terms with one gather and one
-  ``index_add`` each;
-- the feature standardisation is folded into the first layer and
-  ``energy_scale`` into the last (cached until a weight or buffer changes,
-  detected by the tensors' version counters);
-- atoms are laid out per element in padded blocks ``[n_elements, n_max]`` so a
-  layer is one ``baddbmm`` for all elements (and one for all committee
-  members in the first layer), with no per-element split/concatenate;
-- everything that depends only on the graph and the atomic numbers (scatter
-  rows, merged index lists) is cached with the graph template.
+- no autograd graph: input gradients of the element MLPs by explicit matrix
+  products with SiLU' (no weight gradients), then the chain rule through the
+  ACSF radial and angular terms written out;
+- feature standardisation folded into the first layer and ``energy_scale``
+  into the last (cached until a weight or buffer changes: tensor version
+  counters and storage pointers are the key);
+- atoms laid out per element in padded blocks ``[n_elements, n_max]``: a layer
+  is one ``baddbmm`` for all elements (the first one for all committee members);
+- a dense per-centre layout (all ``n - 1`` neighbours, all ``(n-1)(n-2)/2``
+  triplets of every centre; the smooth cutoff zeroes far ones, as in the
+  template graph) with feature dimensions outermost and (neighbour, replica)
+  innermost, so elementwise work runs over long contiguous blocks; element and
+  channel sums are ``index_add_`` over (centre, element/channel) rows, their
+  backward passes gathers; index lists cached per State (replicas share them);
+- the core is compiled with TorchScript when available (fewer Python round
+  trips; ~15% for one replica), else run eagerly.
 
-Covers ``create_graph=False`` for homoscedastic models (periodic cells
-included); :meth:`BehlerParrinello.energy_and_forces` dispatches here
-automatically and uses autograd for training (``create_graph=True``) and
-heteroscedastic heads.
+Periodic cells, molecules of unequal size or composition, ``create_graph=True``
+(training) and heteroscedastic heads use autograd:
+:meth:`BehlerParrinello.energy_and_forces` dispatches by :func:`fast_supported`.
+(An earlier CSR-scatter version for general graphs was no faster than autograd
+there and was dropped.)
 
 Example
 -------
@@ -43,15 +50,15 @@ from typing import List, Tuple
 
 import torch
 
-from ..state import State
+from ..errors import InputError
 from ..neighbors import ALL_PAIRS_MAX_ATOMS
-from .graph import build_graph
+from ..state import State
 
 
 def fast_supported(model, state: State, create_graph: bool) -> bool:
     """Whether :func:`fast_energy_and_forces` covers this call (else use autograd)."""
     return (not create_graph and not model.heteroscedastic and len(model.hidden) > 0
-            and not state.positions.requires_grad and state.n_atoms > 1)
+            and not state.positions.requires_grad and _template_plan(model.acsf, state) is not None)
 
 
 def _weight_tensors(model):
@@ -93,82 +100,6 @@ def _folded(model):
     out = (w1c, b1c, w1t, ws_, bs_, wts_, m, h1)
     model.__dict__["_fast_weights"] = (key, out)
     return out
-
-
-def _scatter_matrix(rows: torch.Tensor, n_rows: int, values=None) -> tuple:
-    """CSR pattern of ``out[rows[k]] += values[k] * src[k]`` (a sum as a sparse matmul: CPU
-    ``index_add_`` costs ~30 ns per row, a CSR product ~2 ns)."""
-    order = torch.argsort(rows, stable=True)
-    crow = torch.zeros(n_rows + 1, dtype=torch.long)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
-    vals = torch.ones(rows.numel(), dtype=torch.float64) if values is None else values[order].to(torch.float64)
-    return crow, order, vals, (n_rows, rows.numel())
-
-
-def _csr(pattern, dtype, device):
-    crow, col, vals, size = pattern
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow.to(device), col.to(device), vals.to(dtype=dtype, device=device), size)
-
-
-class _Plan:
-    """Index lists and scatter matrices that depend only on the graph and the atomic numbers."""
-
-    def __init__(self, acsf, state: State, graph):
-        numbers = state.atomic_numbers
-        species = acsf.species(numbers)
-        ne, n = acsf.n_elements, numbers.numel()
-        counts = torch.bincount(species, minlength=ne)
-        n_max = int(counts.max())
-        order = torch.argsort(species, stable=True)
-        start = torch.cumsum(counts, 0) - counts
-        rank = torch.empty(n, dtype=torch.long)
-        rank[order] = torch.arange(n) - start[species[order]]
-        self.row = species * n_max + rank  # padded row of each atom
-        self.energy_rows = _energy_rows(self.row, species, state.system_index, state.n_systems)
-        self.n_rows, self.n_max, self.species = ne * n_max, n_max, species
-        self.n_systems = state.n_systems
-        self.i, self.j = graph.i, graph.j
-        n_pairs = graph.i.numel()
-        self.rad_row = self.row[graph.i] * ne + species[graph.j]
-        patterns = {"rad": _scatter_matrix(self.rad_row, self.n_rows * ne),
-                    "force": _scatter_matrix(torch.cat([graph.i, graph.j]), n,
-                                             torch.cat([torch.ones(n_pairs), -torch.ones(n_pairs)]))}
-        p1, p2 = graph.t_p1, graph.t_p2
-        self.angular = p1 is not None and p1.numel() > 0
-        if self.angular:
-            ch = acsf.pair_channel[species[graph.j[p1]] * ne + species[graph.j[p2]]]
-            self.ang_row = self.row[graph.i[p1]] * acsf.n_pair_channels + ch
-            self.p1, self.p2 = p1, p2
-            patterns["ang"] = _scatter_matrix(self.ang_row, self.n_rows * acsf.n_pair_channels)
-            patterns["pair"] = _scatter_matrix(torch.cat([p1, p2]), n_pairs)
-        self.patterns, self._mats = patterns, {}
-
-    def mat(self, name, dtype, device):
-        key = (name, dtype, device)
-        m = self._mats.get(key)
-        if m is None:
-            m = self._mats[key] = _csr(self.patterns[name], dtype, device)
-        return m
-
-
-def _plan(model, state: State, graph) -> _Plan:
-    """:class:`_Plan` for this call, cached for graph templates (MD reuses one State's numbers)."""
-    acsf = model.acsf
-    if not graph.template:
-        return _Plan(acsf, state, graph)
-    cache = acsf.__dict__.setdefault("_fast_plan_cache", {})
-    numbers, sys = state.atomic_numbers, state.system_index
-    key = (numbers.data_ptr(), numbers.numel(), graph.i.data_ptr(), graph.i.numel(), sys.data_ptr())
-    hit = cache.get(key)
-    if hit is not None and torch.equal(hit[0], numbers) and torch.equal(hit[1], sys):
-        return hit[2]
-    plan = _Plan(acsf, state, graph)
-    if len(cache) > 64:
-        cache.clear()
-    cache[key] = (numbers.clone(), sys.clone(), plan)
-    return plan
 
 
 def _energy_rows(row: torch.Tensor, species: torch.Tensor, system_index: torch.Tensor, n_systems: int) -> dict:
@@ -226,11 +157,6 @@ def _mlp_core(g: torch.Tensor, w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.
             grad = grad.reshape(ne, m, n_max, h1).transpose(1, 2).reshape(ne, n_max, m * h1)
         gx = torch.bmm(grad * hs[0], w1t).view(n_rows, 1, -1)
     return atom_e, gx
-
-
-def _mlp(model, g: torch.Tensor, n_max: int, members: bool):
-    w1c, b1c, w1t, ws, bs, wts, m, h1 = _folded(model)
-    return _mlp_core(g, w1c, b1c, w1t, ws, bs, wts, n_max, m, h1, members)
 
 
 def _cutoff(r: torch.Tensor, rc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -449,100 +375,14 @@ def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, member
 
 @torch.no_grad()
 def fast_energy_and_forces(model, state: State, members: bool = False):
-    """``(energies, forces)`` in the State's dtype without autograd.
+    """``(energies, forces)`` in the State's dtype without autograd (``state`` must satisfy
+    :func:`fast_supported`).
 
     ``members=False``: committee-mean energy ``[1, S]`` and forces ``[1, n_atoms, 3]``;
     ``members=True``: per-member ``[M, S]`` and ``[M, n_atoms, 3]``.
     """
-    acsf = model.acsf
-    tplan = _template_plan(acsf, state)
-    if tplan is not None:
-        return _template_energy_and_forces(model, state, tplan, members)
-    dt = model.model_dtype
-    graph = build_graph(state, acsf.cutoff, triplets=True, triplet_cutoff=acsf.angular_cutoff)
-    plan = _plan(model, state, graph)
-    pos = state.positions.to(dt)
-    dev = pos.device
-    n = pos.shape[0]
-    ne, nr, nc, na = acsf.n_elements, acsf.n_radial, acsf.n_pair_channels, acsf.n_angular
-    n_rows, n_max = plan.n_rows, plan.n_max
-
-    # ---- descriptors (forward), keeping what the backward needs
-    vec = pos.index_select(0, plan.j) - pos.index_select(0, plan.i)
-    if graph.shifts is not None:
-        vec = vec + graph.shifts.to(dt)
-    r = (vec * vec).sum(1, keepdim=True).sqrt_()  # [P, 1]
-    inv_r = 1.0 / r
-    u = vec * inv_r
-    diff = r - acsf.basis_shift.to(dt)  # [P, R+S]
-    eta = acsf.basis_eta.to(dt)
-    gauss = torch.exp(-eta * diff * diff)
-    rc = acsf.cutoffs.to(dt)
-    arg = r * (math.pi / rc)  # [P, 2]
-    inside = r < rc
-    fc = torch.where(inside, 0.5 * torch.cos(arg) + 0.5, 0.0)
-    dfc = torch.where(inside, (-0.5 * math.pi / rc) * torch.sin(arg), 0.0)
-    sel = acsf.basis_cutoff
-    fcb, dfcb = fc[:, sel], dfc[:, sel]
-    basis = gauss * fcb  # [P, R+S]
-    dbasis = gauss * (dfcb - 2.0 * eta * diff * fcb)  # d basis / d r
-    rad = plan.mat("rad", dt, dev) @ basis[:, :nr]  # [rows * E, R]
-    if plan.angular:
-        p1, p2 = plan.p1, plan.p2
-        shell = basis[:, nr:]
-        a1, a2 = shell.index_select(0, p1), shell.index_select(0, p2)
-        radial = a1 * a2  # [T, S]
-        u1, u2 = u.index_select(0, p1), u.index_select(0, p2)
-        cos = (u1 * u2).sum(1, keepdim=True)
-        lam = acsf.lambdas.to(dt)
-        base = 1.0 + cos * lam  # [T, L]
-        terms, dterms = [], []
-        for zeta in acsf._zetas:
-            if zeta == 1:
-                terms.append(base)
-                dterms.append(lam.expand_as(base))
-            else:
-                c = 2.0 ** (1 - zeta)
-                pm1 = base if zeta == 2 else base ** (zeta - 1)
-                terms.append(c * pm1 * base)
-                dterms.append((c * zeta) * pm1 * lam)
-        angular = torch.cat(terms, 1) if len(terms) > 1 else terms[0]  # [T, Z*L]
-        dangular = torch.cat(dterms, 1) if len(dterms) > 1 else dterms[0]
-        g5 = (radial[:, :, None] * angular[:, None, :]).view(radial.shape[0], -1)
-        ang = plan.mat("ang", dt, dev) @ g5  # [rows * C, S*Z*L]
-        g = torch.cat([rad.view(n_rows, ne * nr), ang.view(n_rows, nc * na)], 1)
-    else:
-        g = torch.cat([rad.view(n_rows, ne * nr), torch.zeros(n_rows, nc * na, dtype=dt, device=dev)], 1)
-
-    # ---- MLP forward and input gradient (rows padded per element)
-    atom_e, gx = _mlp(model, g, n_max, members)
-    energies = _energies(model, atom_e, plan.energy_rows)
-    lead = gx.shape[1]
-
-    # ---- descriptor backward: dE/dG -> dE/dr and dE/du per pair -> forces. Layout [pair, L, ...]
-    g_rad = gx[..., :nr * ne].reshape(n_rows, lead, ne, nr).transpose(1, 2).reshape(n_rows * ne, lead, nr)
-    g_rad = g_rad.index_select(0, plan.rad_row)  # [P, L, R]
-    if plan.angular:
-        s_ang = radial.shape[1]
-        g_ang = gx[..., nr * ne:].reshape(n_rows, lead, nc, na).transpose(1, 2).reshape(n_rows * nc, lead, na)
-        g_ang = g_ang.index_select(0, plan.ang_row).view(-1, lead, s_ang, angular.shape[1])  # [T, L, S, ZL]
-        d_radial = (g_ang * angular[:, None, None, :]).sum(-1)  # [T, L, S]
-        d_cos = (g_ang * radial[:, None, :, None]).sum(-2).mul_(dangular[:, None, :]).sum(-1, keepdim=True)
-        vals = torch.cat([torch.cat([d_radial * a2[:, None], d_cos * u2[:, None]], -1),
-                          torch.cat([d_radial * a1[:, None], d_cos * u1[:, None]], -1)], 0)  # [2T, L, S+3]
-        acc = (plan.mat("pair", dt, dev) @ vals.view(vals.shape[0], -1)).view(-1, lead, s_ang + 3)
-        d_basis = torch.cat([g_rad, acc[..., :s_ang]], -1)
-        d_u = acc[..., s_ang:]
-        d_r = (d_basis * dbasis[:, None]).sum(-1, keepdim=True)  # [P, L, 1]
-        inv = inv_r[:, None]
-        uu = u[:, None]
-        d_vec = (d_r - (d_u * uu).sum(-1, keepdim=True) * inv) * uu + d_u * inv
-    else:
-        d_r = (g_rad * dbasis[:, None, :nr]).sum(-1, keepdim=True)
-        d_vec = d_r * u[:, None]
-    # F = -dE/dpos: pair vector r_j - r_i, so F_i += dE/dvec, F_j -= dE/dvec
-    forces = plan.mat("force", dt, dev) @ torch.cat([d_vec, d_vec]).view(2 * d_vec.shape[0], -1)  # [n, L*3]
-    forces = forces.view(n, lead, 3).transpose(0, 1)
-    if not members:
-        energies = energies.mean(0, keepdim=True)
-    return energies.to(state.dtype), forces.to(state.dtype)
+    plan = _template_plan(model.acsf, state)
+    if plan is None:
+        raise InputError("the fast path needs equal non-periodic molecules (same atomic numbers, 3 to "
+                         f"{ALL_PAIRS_MAX_ATOMS} atoms each); use model.energy_and_forces, which falls back to autograd")
+    return _template_energy_and_forces(model, state, plan, members)
