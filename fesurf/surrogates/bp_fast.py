@@ -62,8 +62,10 @@ def fast_supported(model, state: State, create_graph: bool) -> bool:
 
 
 def _weight_tensors(model):
-    return (*model.mlp.weights._parameters.values(), *model.mlp.biases._parameters.values(),
-            model.feature_mean, model.feature_std, model.energy_scale, model.element_energy)
+    buf = model._buffers  # direct dict access: Module.__getattr__ is slow on the hot path
+    mlp = model._modules["mlp"]._modules
+    return (*mlp["weights"]._parameters.values(), *mlp["biases"]._parameters.values(),
+            buf["feature_mean"], buf["feature_std"], buf["energy_scale"], buf["element_energy"])
 
 
 @torch.no_grad()
@@ -94,10 +96,10 @@ def _folded(model):
         if k == len(ws) - 1:  # eps = scale * out + e_ref[element]
             w, b = w[..., :1] * scale, b[..., :1] * scale
         wt = w.transpose(-1, -2)
-        ws_.append(w.transpose(0, 1).reshape(e * m, *w.shape[2:]).contiguous())
-        bs_.append(b.transpose(0, 1).reshape(e * m, *b.shape[2:]).contiguous())
-        wts_.append(wt.transpose(0, 1).reshape(e * m, *wt.shape[2:]).contiguous())
-    out = (w1c, b1c, w1t, ws_, bs_, wts_, m, h1)
+        ws_.append(w.transpose(0, 1).reshape(e * m, *w.shape[2:]).detach().clone())  # own copies, no grad
+        bs_.append(b.transpose(0, 1).reshape(e * m, *b.shape[2:]).detach().clone())
+        wts_.append(wt.transpose(0, 1).reshape(e * m, *wt.shape[2:]).detach().clone())
+    out = (w1c, b1c, w1t, ws_, bs_, wts_, m, h1, model.element_energy.clone())
     model.__dict__["_fast_weights"] = (key, out)
     return out
 
@@ -107,12 +109,6 @@ def _energy_rows(row: torch.Tensor, species: torch.Tensor, system_index: torch.T
     runs over atoms in the same order as :meth:`BehlerParrinello._member_outputs` (element-sorted)."""
     rows, perm = torch.sort(row)
     return {"rows": rows, "species": species[perm], "system": system_index[perm], "n_systems": n_systems}
-
-
-def _energies(model, atom_e: torch.Tensor, er: dict) -> torch.Tensor:
-    """``[M, S]`` system energies ``sum_i (scale * eps_i + e_ref[Z_i])`` from ``atom_e [rows, M]``."""
-    e = atom_e.index_select(0, er["rows"]) + model.element_energy.to(atom_e.dtype).index_select(0, er["species"])[:, None]
-    return atom_e.new_zeros(er["n_systems"], atom_e.shape[1]).index_add_(0, er["system"], e).t()
 
 
 def _silu_and_grad(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -267,19 +263,22 @@ def _template_plan(acsf, state: State):
     return plan
 
 
-def _template_core(x: torch.Tensor, J: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, rad_src: torch.Tensor,
-                   ang_src: torch.Tensor, row_src: torch.Tensor, row: torch.Tensor, basis_cutoff: torch.Tensor, c: List[torch.Tensor], zetas: List[int],
-                   w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.Tensor, ws: List[torch.Tensor],
-                   bs: List[torch.Tensor], wts: List[torch.Tensor], dims: List[int],
-                   members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Atomic energies ``[rows, M]`` and forces ``[L, B*n, 3]`` for ``x [3, n, B]`` (see
-    :class:`_TemplatePlan`). ``c``: constant matrices, ``dims``: (n, B, E, R, C, n_angular, n_max, M, H1).
+def _template_core(positions: torch.Tensor, members: bool, J: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor,
+                   rad_src: torch.Tensor, ang_src: torch.Tensor, row_src: torch.Tensor, row: torch.Tensor,
+                   e_rows: torch.Tensor, e_species: torch.Tensor, e_system: torch.Tensor, basis_cutoff: torch.Tensor,
+                   c: List[torch.Tensor], zetas: List[int], w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.Tensor,
+                   ws: List[torch.Tensor], bs: List[torch.Tensor], wts: List[torch.Tensor], eref: torch.Tensor,
+                   dims: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Energies ``[M or 1, B]`` and forces ``[M or 1, B*n, 3]`` of ``positions [B*n, 3]`` (see
+    :class:`_TemplatePlan`): per member (``members``) or of the committee mean. ``c``: constant
+    matrices, ``dims``: (n, B, E, R, C, n_angular, n_max, M, H1).
 
     Layout: feature dimensions outermost, then (committee member L in the backward), centre,
     neighbour or triplet, replica: elementwise work broadcasts over outer dimensions and runs
     over long contiguous (neighbour, replica) blocks.
     """
     n, B, ne, nr, nc, na, n_max, m, h1 = dims
+    x = positions.view(B, n, 3).permute(2, 1, 0).contiguous()  # [3, n, B]
     tab, fmat, rc, shift, neg_eta, two_eta, lam = c
     nt = ta.shape[0]
     # ---- pairs [feature, n, n-1, B]
@@ -314,6 +313,11 @@ def _template_core(x: torch.Tensor, J: torch.Tensor, ta: torch.Tensor, tb: torch
     g[:, :, ne * nr:].unflatten(2, (nc, s_ang, zl)).copy_(g_ang.view(s_ang, zl, n, nc, B).permute(4, 2, 3, 0, 1))
     atom_e, gx = _mlp_core(g.view(B * n, -1).index_select(0, row_src), w1c, b1c, w1t, ws, bs, wts, n_max, m, h1,
                            members)
+    # energies: sum_i (scale * eps_i + e_ref[Z_i]) over atoms in element order, as the autograd path
+    e = atom_e.index_select(0, e_rows) + eref.index_select(0, e_species).unsqueeze(1)
+    energies = e.new_zeros(B, m).index_add_(0, e_system, e).t()
+    if not members:
+        energies = energies.mean(0, keepdim=True)
     lead = gx.shape[1]
     gx = gx.index_select(0, row).view(B, n, lead, -1)  # atoms (b, i)
     # ---- backward to pairs: arrays [feature, L, n, n-1 or nt, B]
@@ -337,7 +341,7 @@ def _template_core(x: torch.Tensor, J: torch.Tensor, ta: torch.Tensor, tb: torch
     d_vec = (d_r - (d_u * uu).sum(0, keepdim=True) * ir) * uu + d_u * ir
     # F = -dE/dpos: pair vector r_j - r_i, so F_i += dE/dvec, F_j -= dE/dvec
     forces = torch.matmul(fmat, d_vec.reshape(3, lead, n * (n - 1), B))  # [3, L, n, B]
-    return atom_e, forces.permute(1, 3, 2, 0).reshape(lead, B * n, 3)
+    return energies, forces.permute(1, 3, 2, 0).reshape(lead, B * n, 3)
 
 
 _SCRIPTED = {}
@@ -357,19 +361,20 @@ def _scripted_core():
 
 
 def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, members: bool, script: bool = True):
-    acsf = model.acsf
-    w1c, b1c, w1t, ws, bs, wts, m, h1 = _folded(model)
-    dt = w1c.dtype
-    n, B = plan.n, plan.B
-    x = state.positions.to(dt).view(B, n, 3).permute(2, 1, 0).contiguous()  # [3, n, B]
-    dims = [n, B, acsf.n_elements, acsf.n_radial, acsf.n_pair_channels, acsf.n_angular, plan.n_max, m, h1]
+    folded = _folded(model)
+    bundle = plan.__dict__.get("_bundle")
+    if bundle is None or bundle[0] is not folded:  # arguments of the core after (positions, members)
+        w1c, b1c, w1t, ws, bs, wts, m, h1, eref = folded
+        acsf = model.acsf
+        er = plan.energy_rows
+        dims = [plan.n, plan.B, acsf.n_elements, acsf.n_radial, acsf.n_pair_channels, acsf.n_angular, plan.n_max,
+                m, h1]
+        args = (plan.J_flat, plan.ta, plan.tb, plan.rad_src, plan.ang_src, plan.row_src, plan.row, er["rows"],
+                er["species"], er["system"], acsf.basis_cutoff, plan.mats(w1c.dtype, w1c.device), acsf._zetas,
+                w1c, b1c, w1t, ws, bs, wts, eref, dims)
+        bundle = plan.__dict__["_bundle"] = (folded, args)
     core = _scripted_core() if script else _template_core
-    atom_e, forces = core(x, plan.J_flat, plan.ta, plan.tb, plan.rad_src, plan.ang_src, plan.row_src, plan.row,
-                          acsf.basis_cutoff, plan.mats(dt, state.device), acsf._zetas, w1c, b1c, w1t, ws, bs, wts,
-                          dims, members)
-    energies = _energies(model, atom_e, plan.energy_rows)
-    if not members:
-        energies = energies.mean(0, keepdim=True)
+    energies, forces = core(state.positions.to(folded[0].dtype), members, *bundle[1])
     return energies.to(state.dtype), forces.to(state.dtype)
 
 
