@@ -139,7 +139,8 @@ def _mlp_core(g: torch.Tensor, w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.
     # backward: seed d(out)/d(out) = 1 (per member) or 1/M (mean)
     grad = wts[n_layers - 1]  # [E*M, 1, H]
     if not members:
-        grad = grad * (1.0 / m)
+        if m > 1:
+            grad = grad * (1.0 / m)
     for k in range(n_layers - 1, 0, -1):
         grad = torch.bmm(grad * hs[k], wts[k - 1])
     if grad.shape[1] != n_max:
@@ -155,13 +156,13 @@ def _mlp_core(g: torch.Tensor, w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.
     return atom_e, gx
 
 
-def _cutoff(r: torch.Tensor, rc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _cutoff(r: torch.Tensor, rc: torch.Tensor, pi_rc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cosine cutoff and its derivative (same expression as :func:`~.descriptors.cosine_cutoff`);
-    ``rc`` (Angstrom) is a tensor broadcasting against ``r``."""
+    ``rc`` (Angstrom) and ``pi_rc = pi / rc`` are tensors broadcasting against ``r``."""
     inside = r < rc
-    arg = r * (math.pi / rc)
-    fc = torch.where(inside, 0.5 * torch.cos(arg) + 0.5, torch.zeros_like(arg))
-    dfc = torch.where(inside, (-0.5 * math.pi / rc) * torch.sin(arg), torch.zeros_like(arg))
+    arg = r * pi_rc
+    fc = torch.where(inside, 0.5 * torch.cos(arg) + 0.5, 0.0)
+    dfc = torch.where(inside, torch.sin(arg) * pi_rc * -0.5, 0.0)
     return fc, dfc
 
 
@@ -236,7 +237,8 @@ class _TemplatePlan:
     def mats(self, dtype, device):
         key = (dtype, device)
         if key not in self._mats:
-            self._mats[key] = [v.to(dtype=dtype, device=device) for v in self._f64]
+            mats = [v.to(dtype=dtype, device=device) for v in self._f64]
+            self._mats[key] = mats + [math.pi / mats[2]]  # pi / rc as the autograd path computes it
         return self._mats[key]
 
 
@@ -265,9 +267,9 @@ def _template_plan(acsf, state: State):
 
 def _template_core(positions: torch.Tensor, members: bool, J: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor,
                    rad_src: torch.Tensor, ang_src: torch.Tensor, row_src: torch.Tensor, row: torch.Tensor,
-                   e_rows: torch.Tensor, e_species: torch.Tensor, e_system: torch.Tensor, basis_cutoff: torch.Tensor,
+                   e_rows: torch.Tensor, eref_rows: torch.Tensor, e_system: torch.Tensor, basis_cutoff: torch.Tensor,
                    c: List[torch.Tensor], zetas: List[int], w1c: torch.Tensor, b1c: torch.Tensor, w1t: torch.Tensor,
-                   ws: List[torch.Tensor], bs: List[torch.Tensor], wts: List[torch.Tensor], eref: torch.Tensor,
+                   ws: List[torch.Tensor], bs: List[torch.Tensor], wts: List[torch.Tensor],
                    dims: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Energies ``[M or 1, B]`` and forces ``[M or 1, B*n, 3]`` of ``positions [B*n, 3]`` (see
     :class:`_TemplatePlan`): per member (``members``) or of the committee mean. ``c``: constant
@@ -279,7 +281,7 @@ def _template_core(positions: torch.Tensor, members: bool, J: torch.Tensor, ta: 
     """
     n, B, ne, nr, nc, na, n_max, m, h1 = dims
     x = positions.view(B, n, 3).permute(2, 1, 0).contiguous()  # [3, n, B]
-    tab, fmat, rc, shift, neg_eta, two_eta, lam = c
+    tab, fmat, rc, shift, neg_eta, two_eta, lam, pi_rc = c
     nt = ta.shape[0]
     # ---- pairs [feature, n, n-1, B]
     vec = x.index_select(1, J).view(3, n, n - 1, B) - x.unsqueeze(2)
@@ -287,7 +289,7 @@ def _template_core(positions: torch.Tensor, members: bool, J: torch.Tensor, ta: 
     inv_r = 1.0 / r
     u = vec * inv_r
     # all Gaussian shells (radial G2, then angular) in one pass, each with its own cutoff
-    fc, dfc = _cutoff(r, rc)  # [2, n, n-1, B]
+    fc, dfc = _cutoff(r, rc, pi_rc)  # [2, n, n-1, B]
     fcb, dfcb = fc.index_select(0, basis_cutoff), dfc.index_select(0, basis_cutoff)
     diff = r - shift  # [R+S, n, n-1, B]
     gauss = torch.exp(diff * diff * neg_eta)
@@ -314,7 +316,7 @@ def _template_core(positions: torch.Tensor, members: bool, J: torch.Tensor, ta: 
     atom_e, gx = _mlp_core(g.view(B * n, -1).index_select(0, row_src), w1c, b1c, w1t, ws, bs, wts, n_max, m, h1,
                            members)
     # energies: sum_i (scale * eps_i + e_ref[Z_i]) over atoms in element order, as the autograd path
-    e = atom_e.index_select(0, e_rows) + eref.index_select(0, e_species).unsqueeze(1)
+    e = atom_e.index_select(0, e_rows) + eref_rows.unsqueeze(1)
     energies = e.new_zeros(B, m).index_add_(0, e_system, e).t()
     if not members:
         energies = energies.mean(0, keepdim=True)
@@ -370,8 +372,8 @@ def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, member
         dims = [plan.n, plan.B, acsf.n_elements, acsf.n_radial, acsf.n_pair_channels, acsf.n_angular, plan.n_max,
                 m, h1]
         args = (plan.J_flat, plan.ta, plan.tb, plan.rad_src, plan.ang_src, plan.row_src, plan.row, er["rows"],
-                er["species"], er["system"], acsf.basis_cutoff, plan.mats(w1c.dtype, w1c.device), acsf._zetas,
-                w1c, b1c, w1t, ws, bs, wts, eref, dims)
+                eref.index_select(0, er["species"]), er["system"], acsf.basis_cutoff,
+                plan.mats(w1c.dtype, w1c.device), acsf._zetas, w1c, b1c, w1t, ws, bs, wts, dims)
         bundle = plan.__dict__["_bundle"] = (folded, args)
     core = _scripted_core() if script else _template_core
     energies, forces = core(state.positions.to(folded[0].dtype), members, *bundle[1])
