@@ -58,7 +58,8 @@ from ..state import State
 def fast_supported(model, state: State, create_graph: bool) -> bool:
     """Whether :func:`fast_energy_and_forces` covers this call (else use autograd)."""
     return (not create_graph and not model.heteroscedastic and len(model.hidden) > 0
-            and not state.positions.requires_grad and _template_plan(model.acsf, state) is not None)
+            and not state.positions.requires_grad and state.positions.device.type == "cpu"
+            and model.feature_std.device.type == "cpu" and _template_plan(model.acsf, state) is not None)
 
 
 def _weight_tensors(model):
@@ -242,10 +243,14 @@ class _TemplatePlan:
         return self._mats[key]
 
 
+_MAX_TRIPLET_ELEMENTS = 2 ** 26
+
+
 def _template_plan(acsf, state: State):
     """Cached :class:`_TemplatePlan` when ``state`` is ``B`` equal non-periodic molecules (same
-    atomic numbers, 3 to ``ALL_PAIRS_MAX_ATOMS`` atoms), else None. The cache holds the State's
-    index tensors themselves, so a hit (same objects, unchanged version counters) is exact."""
+    atomic numbers, 3 to ``ALL_PAIRS_MAX_ATOMS`` atoms, at most ``_MAX_TRIPLET_ELEMENTS`` angular
+    terms in all), else None. The cache holds the State's index tensors themselves, so a hit
+    (same objects, unchanged version counters) is exact."""
     cache = acsf.__dict__.setdefault("_fast_template_cache", {})
     ts = (state.system_index, state.atomic_numbers, state.pbc)
     hit = cache.get(id(ts[0]))
@@ -254,9 +259,11 @@ def _template_plan(acsf, state: State):
     plan = None
     counts = state.atoms_per_system
     n = int(counts[0])
-    if not state.is_periodic and 3 <= n <= ALL_PAIRS_MAX_ATOMS and bool((counts == n).all()):
+    b = state.n_systems
+    # every centre keeps all (n-1)(n-2)/2 triplets: cap the largest array (~4 bytes x this in float32)
+    small = n * (n - 1) * (n - 2) // 2 * b * acsf.n_angular <= _MAX_TRIPLET_ELEMENTS
+    if not state.is_periodic and 3 <= n <= ALL_PAIRS_MAX_ATOMS and small and bool((counts == n).all()):
         numbers = state.atomic_numbers
-        b = numbers.numel() // n
         if bool((numbers.view(b, n) == numbers[:n]).all()):
             plan = _TemplatePlan(acsf, numbers, n, b)
     if len(cache) > 32:
