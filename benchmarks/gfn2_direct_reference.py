@@ -1,13 +1,14 @@
 """Direct GFN2-xTB umbrella sampling of malonaldehyde proton transfer: the reference barrier.
 
 The same windows, CV, temperature and estimator as examples/malonaldehyde.toml, but every MD step
-runs GFN2-xTB (tblite) itself. Run once (about 150k xTB calls, ~10-30 min on 2 cores); it
+runs GFN2-xTB (tblite) itself. Run once (400,016 xTB calls, ~20-60 min on 2 cores); it
 checkpoints into benchmarks/results/gfn2_direct_samples.h5 and resumes after a kill. Writes
 benchmarks/results/gfn2_direct_reference.json (barrier ± 1 sigma, kcal/mol, number of GFN2 calls)
 and gfn2_direct_pmf.csv. The cross-level and same-level acceptance tests and benchmarks/qm_budget.py
 compare against this stored file.
 
-Usage: python benchmarks/gfn2_direct_reference.py [--method GFN2-xTB] [--n-production 8000]
+Usage: python benchmarks/gfn2_direct_reference.py [--method GFN2-xTB] [--n-production 24000]
+(the stored file was made by a run of 8000 production steps per window, then resumed to 24000)
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ EXAMPLE = HERE.parent / "examples" / "malonaldehyde.toml"
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", default="GFN2-xTB")
-    ap.add_argument("--n-production", type=int, default=8000)
+    ap.add_argument("--n-production", type=int, default=24000)
     ap.add_argument("--stride", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(1)
