@@ -106,7 +106,11 @@ def train(args):
     from fesurf.training import TrainConfig, calibration, evaluate, parity_plot
     from fesurf.training import train as fit
 
-    files = MALONALDEHYDE_FILES[args.method]
+    files = dict(MALONALDEHYDE_FILES[args.method])
+    if args.out_dir:  # a trial architecture: keep the stored files untouched
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files.update(committee=out / files["committee"].name, metrics=out / files["metrics"].name)
     ds = load_dataset(args.method)
     log.info("dataset: %s", ds.statistics())
     idx = {name: ds.where("split", lambda s, n=name: s == n) for name in ("train", "val", "test", "ood")}
@@ -114,7 +118,8 @@ def train(args):
     tag = args.method.lower().replace("-", "")
     results = {"dataset": ds.statistics(), "split_sizes": {k: len(v) for k, v in idx.items()}}
 
-    bp = BehlerParrinello([1, 6, 8], hidden=(48, 48), n_members=args.members, seed=1)
+    acsf = json.loads(args.acsf) if args.acsf else None
+    bp = BehlerParrinello([1, 6, 8], hidden=tuple(args.hidden), n_members=args.members, acsf=acsf, seed=1)
     cfg = TrainConfig(epochs=args.epochs, batch_size=64, lr=3e-3, patience=40, lr_patience=10, dtype="float32",
                       seed=1, max_time=args.bp_time)
     hist = fit(bp, ds, idx["train"], idx["val"], cfg)
@@ -147,6 +152,9 @@ def main():
     p.add_argument("--stage", choices=["generate", "train", "all"], default="all")
     p.add_argument("--method", choices=sorted(MALONALDEHYDE_FILES), default="GFN2-xTB", help="xTB level")
     p.add_argument("--skip-schnet", action="store_true", help="fit only the BP committee")
+    p.add_argument("--hidden", type=int, nargs="+", default=[48, 48], help="BP hidden layer widths")
+    p.add_argument("--acsf", default="", help='ACSF settings as JSON, e.g. \'{"n_radial": 8}\' (default: ACSF defaults)')
+    p.add_argument("--out-dir", default="", help="write the committee and metrics here instead of fesurf/data")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "fesurf" / "xtb_labels"))
     p.add_argument("--md-frames", type=int, default=400)
     p.add_argument("--biased-frames", type=int, default=120)
