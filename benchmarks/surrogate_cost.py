@@ -8,11 +8,21 @@ Writes ``benchmarks/results/surrogate_cost.json`` and prints a table. Run with
 Ratios are what matter on a shared machine; absolute times drift with load.
 BP energy+forces use the autograd-free path (:mod:`fesurf.surrogates.bp_fast`);
 the ``*_autograd_*`` keys time the autograd path for comparison.
+
+``--model PATH --out PATH`` benchmarks another saved committee (e.g. a trial
+architecture from ``scripts/make_malonaldehyde.py --out-dir``) against xTB in
+the same run, writes to ``--out`` instead of the stored results, records the
+load average, and skips the argon scaling (a fixed random model, not the
+committee's). Example::
+
+    nice -n 10 .venv/bin/python benchmarks/surrogate_cost.py --model /tmp/lean/malonaldehyde_bp_committee.pt \
+        --out /tmp/lean/surrogate_cost.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -88,15 +98,25 @@ def scaling(sizes, dtype, reps: int = 2) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="fewer repetitions, smaller scaling sizes")
+    p.add_argument("--model", type=Path, default=None,
+                   help="saved committee to benchmark instead of the stored one (skips the argon scaling)")
+    p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {RESULTS})")
     args = p.parse_args()
+    out_path = args.out if args.out is not None else RESULTS
     torch.set_num_threads(1)
     reps = 20 if args.quick else 100
     dtype = torch.float32
-    committee = load_model(MALONALDEHYDE_COMMITTEE).to(dtype) if MALONALDEHYDE_COMMITTEE.exists() else \
-        BehlerParrinello([1, 6, 8], hidden=(48, 48), n_members=4).to(dtype)
+    if args.model is not None:
+        committee = load_model(args.model).to(dtype)
+    else:
+        committee = load_model(MALONALDEHYDE_COMMITTEE).to(dtype) if MALONALDEHYDE_COMMITTEE.exists() else \
+            BehlerParrinello([1, 6, 8], hidden=(48, 48), n_members=4).to(dtype)
     single = committee.select_members([0])
     r = {"device": "cpu, 1 torch thread", "dtype": str(dtype).replace("torch.", ""),
          "n_members": committee.n_members, "atoms": 9}
+    if args.model is not None:
+        r.update(model=str(args.model), n_features=committee.acsf.n_features, hidden=list(committee.hidden),
+                 acsf=committee.acsf.config, loadavg_start=list(os.getloadavg()))
     r["xtb_s"] = xtb_time(reps)
     r["single_s"] = surrogate_time(single, 1, reps, dtype)
     r["batched_64_s_per_replica"] = surrogate_time(single, 64, max(5, reps // 10), dtype) / 64
@@ -110,14 +130,18 @@ def main():
     r["ratio_xtb_vs_single"] = r["xtb_s"] / r["single_s"]
     r["ratio_xtb_vs_batched_64"] = r["xtb_s"] / r["batched_64_s_per_replica"]
     r["ratio_xtb_vs_committee_batched_64"] = r["xtb_s"] / r["committee_batched_64_s_per_replica"]
-    sizes = (1000, 4000) if args.quick else (1000, 4000, 20000)
-    sc = scaling(sizes, dtype)
-    r["scaling_seconds"] = {str(k): v for k, v in sc.items()}
-    r["scaling_per_atom_us"] = {str(k): v / k * 1e6 for k, v in sc.items()}
-    n = sorted(sc)
-    r["per_atom_cost_ratio_20k_vs_1k"] = (sc[n[-1]] / n[-1]) / (sc[n[0]] / n[0])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(r, indent=1))
+    sc, n = {}, []
+    if args.model is None:
+        sizes = (1000, 4000) if args.quick else (1000, 4000, 20000)
+        sc = scaling(sizes, dtype)
+        r["scaling_seconds"] = {str(k): v for k, v in sc.items()}
+        r["scaling_per_atom_us"] = {str(k): v / k * 1e6 for k, v in sc.items()}
+        n = sorted(sc)
+        r["per_atom_cost_ratio_20k_vs_1k"] = (sc[n[-1]] / n[-1]) / (sc[n[0]] / n[0])
+    else:
+        r["loadavg_end"] = list(os.getloadavg())
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(r, indent=1))
     print(f"{'what':42s} {'ms / replica-step':>18s} {'xTB / this':>11s}")
     for label, key in [("GFN2-xTB (tblite)", "xtb_s"), ("BP single", "single_s"),
                        ("BP single, autograd path", "single_autograd_s"),
@@ -129,7 +153,11 @@ def main():
         print(f"{label:42s} {r[key] * 1e3:18.4f} {r['xtb_s'] / r[key]:11.1f}")
     for k in n:
         print(f"periodic Ar, {k:6d} atoms: {sc[k]:.3f} s, {sc[k] / k * 1e6:.1f} us/atom")
-    print(f"per-atom cost ratio {n[-1]} vs {n[0]} atoms: {r['per_atom_cost_ratio_20k_vs_1k']:.2f}")
+    if n:
+        print(f"per-atom cost ratio {n[-1]} vs {n[0]} atoms: {r['per_atom_cost_ratio_20k_vs_1k']:.2f}")
+    else:
+        print(f"{args.model}: {r['n_features']} features, hidden {r['hidden']}; load average "
+              f"{r['loadavg_start'][0]:.2f} -> {r['loadavg_end'][0]:.2f}")
 
 
 if __name__ == "__main__":
