@@ -12,7 +12,8 @@ rerunning the same command after a kill continues where it stopped):
 5. ``pmf``: the surrogate's MBAR PMF;
 6. ``qm``: reference labels on a stratified sparse subset of frames
    (``qm_cache/``), through a process pool when ``run.workers > 1``;
-7. ``reweight``: the corrected PMF (wTP) with per-bin ESS and sigma(dU);
+7. ``reweight``: the corrected PMF (wTP, or a two-stage delta-learned correction) with per-bin
+   ESS and sigma(dU);
 8. ``analysis``: surrogate and corrected barriers, rate and its error factor.
 
 The run folder holds ``results.json``, ``pmf_surrogate.csv``,
@@ -288,46 +289,75 @@ def _reweight_function(cfg):
     return {"wtp": reweight_pmf, "delta": reweight_pmf_delta}[cfg["reweight"]["estimator"]]
 
 
-def stage_qm(run: Run, samples, model, oracle):
-    """Stage 6: reference labels on a stratified subset of frames (or in adaptive rounds);
-    returns labelled frames, dU = U_ref - U_surrogate (eV), inclusion probabilities (None
-    for adaptive rounds: uniform within each bin) and the number of reference calls."""
+def stage_qm(run: Run, samples, model, oracle) -> dict:
+    """Stage 6: reference labels (dU = U_ref - U_surrogate, eV) on sampled frames.
+
+    ``estimator = "wtp"``: one stratified uniform draw. ``"delta"``: the two-stage design of
+    :func:`~fesurf.estimators.delta_learning.delta_two_stage` (a quarter of the labels train the dU
+    model, the rest are drawn by model-corrected weight). ``adaptive``: rounds until the barrier sigma
+    is below ``target_sigma`` or ``budget`` is spent. Returns the arrays saved in ``qm_labels.npz``.
+    """
+    from .estimators.delta_learning import delta_two_stage
     from .estimators.reweight import adaptive_reweight, choose_frames
 
     cfg, rw = run.cfg, run.cfg["reweight"]
     out = run.dir / "qm_labels.npz"
     if run.done("qm") and out.exists():
-        d = np.load(out, allow_pickle=False)
-        pi = d["inclusion_probability"]
-        return d["frames"], d["delta_u"], (pi if pi.size else None), int(d["qm_calls"])
+        with np.load(out, allow_pickle=False) as d:
+            return {k: d[k] for k in d.files}
     label = _labeller(run, samples, oracle)
-    bins, prange = cfg["pmf"]["bins"], _pmf_range(cfg)
+    bins, prange, seed = cfg["pmf"]["bins"], _pmf_range(cfg), cfg["run"]["seed"] + 7
+    empty = np.zeros(0)
+    extra = {}
     if rw["adaptive"]:
         from .units import convert
 
         target = float(convert(rw["target_sigma"], cfg["analysis"]["unit"], "kT", temperature=samples.temperature))
         ad = adaptive_reweight(samples, label, target_sigma=target, budget=rw["budget"], initial=rw["n_labels"],
-                               per_round=max(10, rw["n_labels"] // 2), bins=bins, range=prange,
-                               seed=cfg["run"]["seed"] + 7, reweight=_reweight_function(cfg),
-                               min_ess=rw["min_ess"], max_beta_sigma=rw["max_beta_sigma"])
-        frames, du, pi, failed = ad.labelled, ad.delta_u, np.zeros(0), ad.failed
-        calls = int(ad.labelled.size + len(ad.failed))
+                               per_round=max(10, rw["n_labels"] // 2), bins=bins, range=prange, seed=seed,
+                               reweight=_reweight_function(cfg), min_ess=rw["min_ess"],
+                               max_beta_sigma=rw["max_beta_sigma"])
+        labels = dict(frames=ad.labelled, delta_u=ad.delta_u, inclusion_probability=empty)
+        failed, calls = ad.failed, int(ad.labelled.size + len(ad.failed))
         extra = {"adaptive_rounds": ad.history, "adaptive_converged": ad.converged}
         log.info("adaptive labelling: %d rounds, converged %s", len(ad.history), ad.converged)
+    elif rw["estimator"] == "delta":
+        _, two = delta_two_stage(samples, label, rw["n_labels"], bins=bins, range=prange, seed=seed,
+                                 min_ess=rw["min_ess"], max_beta_sigma=rw["max_beta_sigma"], warn=False)
+        labels = dict(frames=two.residual_frames, delta_u=two.residual_delta_u,
+                      inclusion_probability=two.residual_inclusion, model_frames=two.model_frames,
+                      model_delta_u=two.model_delta_u)
+        failed, calls = two.failed, two.n_calls
     else:
-        frames, pi = choose_frames(samples, rw["n_labels"], bins=bins, range=prange, seed=cfg["run"]["seed"] + 7)
+        frames, pi = choose_frames(samples, rw["n_labels"], bins=bins, range=prange, seed=seed)
         order = np.argsort(frames)
         frames, pi = frames[order], pi[order]
         du, ok, reasons = label(frames)
-        extra = {}
         failed = {int(f): why for f, good, why in zip(frames, ok, reasons) if not good}
-        frames, du, pi, calls = frames[ok], du[ok], pi[ok], int(frames.size)
+        labels = dict(frames=frames[ok], delta_u=du[ok], inclusion_probability=pi[ok])
+        calls = int(frames.size)
     if failed:
         log.warning("%d reference calculations failed and are left out: %s", len(failed), failed)
-    np.savez(out, frames=frames, delta_u=du, inclusion_probability=pi, qm_calls=calls,
-             failed_frames=np.array(sorted(failed), dtype=np.int64))
+    labels.update(qm_calls=np.array(calls), failed_frames=np.array(sorted(failed), dtype=np.int64))
+    np.savez(out, **labels)
     run.mark("qm", qm_calls=calls, failed=len(failed), **extra)
-    return frames, du, (pi if pi.size else None), calls
+    return labels
+
+
+def reweight_labels(cfg, samples, labels: dict):
+    """Stage 7: the corrected PMF from the stage-6 labels with the configured estimator."""
+    from .estimators.delta_learning import TwoStageLabels, reweight_two_stage
+
+    rw = cfg["reweight"]
+    kw = dict(bins=cfg["pmf"]["bins"], range=_pmf_range(cfg), min_ess=rw["min_ess"],
+              max_beta_sigma=rw["max_beta_sigma"], seed=cfg["run"]["seed"])
+    if "model_frames" in labels:
+        two = TwoStageLabels(labels["model_frames"], labels["model_delta_u"], labels["frames"], labels["delta_u"],
+                             labels["inclusion_probability"], {}, int(labels["qm_calls"]))
+        return reweight_two_stage(samples, two, **kw)
+    pi = labels["inclusion_probability"]
+    return _reweight_function(cfg)(samples, labels["frames"], labels["delta_u"],
+                                   inclusion_probability=pi if pi.size else None, **kw)
 
 
 def run_pipeline(config, progress=None) -> dict:
@@ -353,10 +383,9 @@ def run_pipeline(config, progress=None) -> dict:
         pmf_sur.to(unit).to_csv(run.dir / "pmf_surrogate.csv")
         run.mark("pmf")
 
-        frames, du, pi, qm_calls = stage_qm(run, samples, model, oracle)
-        res = _reweight_function(cfg)(samples, frames, du, bins=bins, range=prange, inclusion_probability=pi,
-                                      min_ess=cfg["reweight"]["min_ess"],
-                                      max_beta_sigma=cfg["reweight"]["max_beta_sigma"], seed=cfg["run"]["seed"])
+        labels = stage_qm(run, samples, model, oracle)
+        qm_calls = int(labels["qm_calls"])
+        res = reweight_labels(cfg, samples, labels)
         res.corrected.to(unit).to_csv(run.dir / "pmf_corrected.csv")
         (run.dir / "reweight_bins.txt").write_text(res.summary() + "\n")
         run.mark("reweight", flagged_bins=int(res.flagged.sum()))

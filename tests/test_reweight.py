@@ -177,3 +177,50 @@ def test_adaptive_labelling_stops_at_target_and_records_failures(surrogate_run):
     # sigma shrinks (non-strictly) as labels accumulate
     sig = [h["activation_sigma_kT"] for h in out.history if "activation_sigma_kT" in h]
     assert sig[-1] <= sig[0] + 1e-9
+
+
+def test_pps_frame_choice_has_exact_inclusion_probabilities(surrogate_run):
+    """Systematic PPS: exactly the quota, no repeats, and each item's empirical inclusion frequency
+    matches its probability (20,000 draws over 300 items; |z| < 4.5, the max of 300 normals rarely
+    passes 4); in choose_frames, each bin gets its quota of distinct frames."""
+    from fesurf.estimators.reweight import _pps_inclusion, _systematic_pps
+
+    rng = np.random.default_rng(0)
+    pi = _pps_inclusion(rng.normal(scale=1.5, size=300), 20)
+    assert abs(pi.sum() - 20) < 1e-9 and (pi == 1.0).any() and pi.max() <= 1.0
+    counts = np.zeros(300)
+    for _ in range(20000):
+        take = _systematic_pps(pi, rng)
+        assert take.size == 20 and np.unique(take).size == 20
+        counts[take] += 1
+    z = (counts / 20000 - pi) / np.sqrt(pi * (1 - pi) / 20000 + 1e-12)
+    assert np.all(counts[pi == 1.0] == 20000) and np.max(np.abs(z[pi < 1])) < 4.5
+    assert np.allclose(_pps_inclusion(np.log(np.array([1.0, 1.0, 100.0, 1.0])), 2), [1 / 3, 1 / 3, 1.0, 1 / 3])
+    log_size = rng.normal(scale=1.5, size=surrogate_run.n_frames)
+    frames, pi = choose_frames(surrogate_run, 60, bins=EDGES[12:16], seed=1, frame_log_size=log_size)
+    assert frames.size == 60 and np.unique(frames).size == 60 and np.all((pi > 0) & (pi <= 1))
+
+
+def test_two_stage_delta_learning_keeps_ess_near_the_label_count(surrogate_run):
+    """Stage 1 (25%) fits the dU model; stage 2 picks frames by their model-corrected weight, so the
+    residual reweighting keeps a Kish ESS close to the labels per bin and recovers the exact PMF."""
+    from fesurf.estimators.delta_learning import delta_two_stage, reweight_two_stage
+
+    ss = surrogate_run
+    n = int(0.01 * ss.n_frames)
+
+    def label(frames):
+        du = delta_u(ss, frames, REFERENCE)
+        ok = (frames % 23) != 0  # a few 'failed QM calls'
+        return np.where(ok, du, np.nan), ok, ["crashed" if not g else "" for g in ok]
+
+    res, labels = delta_two_stage(ss, label, n, bins=EDGES, seed=3)
+    assert labels.n_calls == n and labels.failed and all(r == "crashed" for r in labels.failed.values())
+    assert not set(labels.failed) & set(labels.residual_frames.tolist())
+    lab = res.per_bin["n_labels"]
+    used = lab >= 3
+    assert np.median(res.per_bin["kish_ess"][used] / lab[used]) > 0.8
+    assert aligned_max_error(res.corrected.values, EXACT_REF) < 0.15
+    assert res.per_bin["model_validation"]["stage2_residual_rms_kT"] < 0.5
+    again = reweight_two_stage(ss, labels, bins=EDGES, seed=3)  # deterministic from the stored labels
+    np.testing.assert_allclose(again.corrected.values, res.corrected.values, rtol=0, atol=1e-9)

@@ -163,6 +163,30 @@ def prepare(samples, *, equilibrate: bool = True, decorrelate: bool = True, obse
     return Prepared(np.concatenate(frames) if frames else np.zeros(0, np.int64), N_k, g_k, t0_k, n_raw, blocks)
 
 
+_SOLVED_F_K: dict = {}  # hash of (u_kn, N_k) -> f_k, so re-solving the same data starts at the solution
+
+
+def _data_key(u_kn, N_k) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(np.ascontiguousarray(u_kn, dtype=np.float64).tobytes(), digest_size=16)
+    h.update(np.asarray(N_k, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def solved_f_k(u_kn, N_k):
+    """f_k of an earlier MBAR solve of exactly this data, or None. Reweighting solves the same data
+    several times (PMF, frame weights, label design); reusing the converged f_k as it is (zero solver
+    iterations) saves the solves and keeps repeated calls bit-identical."""
+    return _SOLVED_F_K.get(_data_key(u_kn, N_k))
+
+
+def remember_f_k(u_kn, N_k, f_k) -> None:
+    if len(_SOLVED_F_K) > 32:
+        _SOLVED_F_K.clear()
+    _SOLVED_F_K[_data_key(u_kn, N_k)] = np.array(f_k, dtype=np.float64)
+
+
 def build_mbar(u_kn, N_k, initial_f_k=None):
     """``pymbar.MBAR`` with fesurf's settings: ``solver_protocol="robust"``, BAR initialisation.
 
@@ -174,14 +198,19 @@ def build_mbar(u_kn, N_k, initial_f_k=None):
     True
     """
     kwargs = dict(solver_protocol="robust")
-    if initial_f_k is None:
+    solved = solved_f_k(u_kn, N_k) if initial_f_k is None else None
+    if solved is not None:  # exactly this data was solved before: reuse that solution as it is
+        kwargs.update(initial_f_k=solved, maximum_iterations=0)
+    elif initial_f_k is None:
         kwargs["initialize"] = "BAR"
     else:
         kwargs["initial_f_k"] = np.asarray(initial_f_k, dtype=np.float64)
     try:
-        return pymbar.MBAR(np.asarray(u_kn, dtype=np.float64), np.asarray(N_k, dtype=np.int64), **kwargs)
+        mbar = pymbar.MBAR(np.asarray(u_kn, dtype=np.float64), np.asarray(N_k, dtype=np.int64), **kwargs)
     except pymbar.utils.ParameterError as exc:
         raise InputError(f"pymbar rejected the data: {exc}") from None
+    remember_f_k(u_kn, N_k, mbar.f_k)
+    return mbar
 
 
 def overlap_diagnostics(mbar, *, threshold: float = OVERLAP_THRESHOLD, ess_threshold: float = ESS_THRESHOLD,

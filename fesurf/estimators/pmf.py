@@ -23,7 +23,8 @@ from scipy.special import logsumexp
 
 from .._pymbar import pymbar
 from ..errors import InputError
-from .diagnostics import (ESS_THRESHOLD, EffectiveSampleSizeWarning, build_mbar, kish_ess,
+from .diagnostics import (ESS_THRESHOLD, EffectiveSampleSizeWarning, build_mbar, kish_ess, remember_f_k,
+                          solved_f_k,
                           overlap_diagnostics, prepare)
 from .free_energy import FreeEnergy
 
@@ -196,7 +197,10 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
         # and transpose back.
         swap = len(edges) == 2 and edges[0].size > edges[1].size
         order = [1, 0] if swap else list(np.arange(len(edges)))
-        fes = pymbar.FES(u_kn, prep.N_k, mbar_options=dict(solver_protocol="robust", initialize="BAR"))
+        f0 = solved_f_k(u_kn, prep.N_k)
+        start = dict(initialize="BAR") if f0 is None else dict(initial_f_k=f0, maximum_iterations=0)
+        fes = pymbar.FES(u_kn, prep.N_k, mbar_options=dict(solver_protocol="robust", **start))
+        remember_f_k(u_kn, prep.N_k, fes.mbar.f_k)
         fes.generate_fes(u_n, x[:, order], fes_type="histogram",
                          histogram_parameters={"bin_edges": [edges[a] for a in order]})
         mesh_o = mesh[:, order]

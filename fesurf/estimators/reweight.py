@@ -274,16 +274,53 @@ def reweight_pmf(samples, labelled, delta_u, *, cv: int = 0, bins=30, range=None
     )
 
 
+def _pps_inclusion(log_size, q):
+    """Inclusion probabilities proportional to size, summing to ``q``, capped at 1 (the cap's excess
+    goes to the others)."""
+    pi = np.zeros(log_size.size)
+    free = np.isfinite(log_size)
+    left = float(min(q, free.sum()))
+    while left > 0 and free.any():
+        s = np.exp(log_size[free] - log_size[free].max())
+        share = left * s / s.sum()
+        cap = share >= 1.0
+        if not cap.any():
+            pi[free] = share
+            break
+        idx = np.where(free)[0][cap]
+        pi[idx] = 1.0
+        free[idx] = False
+        left -= idx.size
+    return pi
+
+
+def _systematic_pps(pi, rng):
+    """Randomised systematic sampling: indices of exactly sum(pi) items (an integer), item i included
+    with probability exactly pi[i] (each pi <= 1, so no item twice)."""
+    perm = rng.permutation(pi.size)
+    cum = np.concatenate([[0.0], np.cumsum(pi[perm])])
+    points = rng.random() + np.arange(int(round(cum[-1])))
+    return perm[np.clip(np.searchsorted(cum, points, side="right") - 1, 0, pi.size - 1)]
+
+
 def choose_frames(samples, n_labels: int, *, cv: int = 0, bins=30, range=None, exclude=(), seed: int = 0,
-                  decorrelate: bool = True, bin_weights=None):
+                  decorrelate: bool = False, bin_weights=None, frame_log_size=None):
     """Stratified random choice of frames to label: spread evenly over CV bins, uniform within each.
 
-    Only decorrelated, equilibrated frames are candidates (``pymbar.timeseries``).
+    Candidates are the equilibrated frames (``pymbar.timeseries`` detection), all of them by default:
+    the labels' infinite-budget limit is then the full-sample estimate. ``decorrelate=True`` keeps
+    only every g-th frame, which saves nothing when labels are few and adds the noise of the thinned
+    pool, which a label bootstrap cannot see (dU may decorrelate more slowly than the bias energy).
     Returns ``(frames, inclusion_probability)``; pass both to :func:`reweight_pmf`
     (uniform choice within a bin makes the per-bin estimate unbiased; the
     probabilities matter only when bins are pooled, as in ΔA between states).
     ``bin_weights`` (one per bin) shares the labels out unevenly, e.g. to the
     bins whose correction is least certain (adaptive labelling).
+    ``frame_log_size`` ([n_frames] log sizes, e.g. the target ensemble's log
+    weights): within each bin, randomised systematic sampling with inclusion
+    probability proportional to size (PPS, capped at 1), so labelled frames
+    carry near-equal weights in that ensemble; the count per bin is the quota
+    and the returned probabilities are exact (Horvitz–Thompson).
     """
     if int(n_labels) < 1:
         raise InputError("n_labels must be >= 1")
@@ -316,10 +353,23 @@ def choose_frames(samples, n_labels: int, *, cv: int = 0, bins=30, range=None, e
         quota += share
         remaining -= int(share.sum())
     frames, probs = [], []
+    if frame_log_size is not None:
+        frame_log_size = np.asarray(frame_log_size, dtype=float)
+        if frame_log_size.shape != (samples.n_frames,):
+            raise InputError(f"frame_log_size needs one value per frame ({samples.n_frames})")
     for g, q in zip(groups, quota):
-        if q:
+        if not q:
+            continue
+        if frame_log_size is None:
             frames.append(rng.choice(g, size=q, replace=False))
             probs.append(np.full(q, q / g.size))
+        else:
+            pi = _pps_inclusion(frame_log_size[g], q)
+            take = _systematic_pps(pi, rng)
+            frames.append(g[take])
+            probs.append(pi[take])
+    if not any(f.size for f in frames):
+        raise InputError("no frame was chosen; raise n_labels")
     return np.concatenate(frames), np.concatenate(probs)
 
 
