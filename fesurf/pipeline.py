@@ -468,7 +468,8 @@ def format_results(r: dict) -> str:
         + (f" (+ {r['qm_calls']['stored_model']} that made the reused surrogate)" if r['qm_calls'].get('stored_model')
            else ""),
         f"bins flagged for poor overlap: {r['reweighting']['flagged_bins']}; "
-        f"max beta*sigma(dU) {r['reweighting']['max_beta_sigma']:.2f}",
+        f"max beta*sigma(dU{' - model' if r.get('reweight_estimator') == 'delta' else ''}) "
+        f"{r['reweighting']['max_beta_sigma']:.2f}",
         f"wall time: {r['wall_time_s']:.0f} s",
     ])
 
