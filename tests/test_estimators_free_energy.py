@@ -90,9 +90,13 @@ def test_decorrelation_and_equilibration_warnings():
     # AR(1) with phi = 0.98 has g = (1 + phi) / (1 - phi) = 99 for x and ~50 for the bias energy (x - c)^2
     # (correlation phi^2); estimated from 1000 frames it is noisy, hence the wide bounds.
     assert np.all((prep.g_k > 15) & (prep.g_k < 300)) and np.all(prep.N_k < 50)
+    drifting = _umbrella(400, rng, drift=True)
     with pytest.warns(EquilibrationWarning, match="discarded"):
-        prep = prepare(_umbrella(400, rng, drift=True), equilibration_fraction=0.2)
+        prep = prepare(drifting, equilibration_fraction=0.2)
     assert np.all(prep.t0_k > 0)
+    with warnings.catch_warnings():  # the same samples prepared again (estimators do): warned once only
+        warnings.simplefilter("error")
+        prepare(drifting, equilibration_fraction=0.2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prep = prepare(_umbrella(400, rng))  # iid and well-behaved: silent

@@ -92,6 +92,19 @@ def _observable(samples, k, idx, observable):
     return np.asarray(observable, dtype=np.float64)[idx]
 
 
+def _first_time(samples, what) -> bool:
+    """True the first time a data warning ``what`` comes up for this SampleSet: estimators prepare the
+    same samples several times (PMF, frame weights, label choice), and one warning per problem is enough."""
+    try:
+        seen = samples.__dict__.setdefault("_fesurf_warned", set())
+    except AttributeError:  # an object without a __dict__: always warn
+        return True
+    if what in seen:
+        return False
+    seen.add(what)
+    return True
+
+
 def prepare(samples, *, equilibrate: bool = True, decorrelate: bool = True, observable=None,
             min_uncorrelated: int = MIN_UNCORRELATED, equilibration_fraction: float = EQUILIBRATION_FRACTION,
             require_single_temperature: bool = True) -> Prepared:
@@ -137,7 +150,7 @@ def prepare(samples, *, equilibrate: bool = True, decorrelate: bool = True, obse
             # pymbar returns g as float32; subsample_correlated_data then produces duplicate
             # rounded indices for long series and fails (IndexError), so use a Python float.
             t0, g = int(t0), max(1.0, float(g))
-            if t0 > equilibration_fraction * idx.size:
+            if t0 > equilibration_fraction * idx.size and _first_time(samples, ("equilibration", k, t0)):
                 warnings.warn(EquilibrationWarning(
                     f"state {k}: equilibration detection discarded {t0} of {idx.size} frames "
                     f"(> {equilibration_fraction:.0%}); the run is probably too short or still drifting"),
@@ -155,7 +168,7 @@ def prepare(samples, *, equilibrate: bool = True, decorrelate: bool = True, obse
         g_k[k], t0_k[k], N_k[k] = g, t0, kept.size
         frames.append(kept)
         n_indep = kept.size if decorrelate else kept.size / max(g, 1.0)
-        if n_indep < min_uncorrelated:
+        if n_indep < min_uncorrelated and _first_time(samples, ("correlation", k, int(n_indep), decorrelate)):
             warnings.warn(CorrelationWarning(
                 f"state {k}: only {n_indep:.0f} statistically independent samples (g = {g:.1f} frames, "
                 f"{idx.size} frames); uncertainties are unreliable below {min_uncorrelated}: sample longer"),
