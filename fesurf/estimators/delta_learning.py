@@ -110,6 +110,11 @@ def reweight_pmf_delta(samples, labelled, delta_u, *, features=None, holdout_fra
     residual wTP step and its diagnostics. Returns that function's result
     with ``model_validation`` (held-out RMSE vs the labels' spread, kT) added
     to ``per_bin`` and the surrogate-plus-model correction folded in.
+
+    The model is fitted on the same labels whose residuals are then reweighted, so those residuals
+    are in sample (smaller than the held-out RMSE says) and the Kish ESS is that of uniform labels.
+    :func:`delta_two_stage` avoids both (model and residual labels apart, residual labels drawn by
+    model-corrected weight); prefer it when labels are still to be chosen.
     """
     from .reweight import reweight_pmf
 
