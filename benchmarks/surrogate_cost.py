@@ -125,11 +125,23 @@ def main():
     r["batched_64_autograd_s_per_replica"] = surrogate_time(single, 64, max(5, reps // 10), dtype, fast=False) / 64
     r["single_float64_s"] = surrogate_time(single.to(torch.float64), 1, reps, torch.float64)
     single.to(dtype)
+    # opt-in torch.compile of the same path (model.use_compiled_path(); compile time excluded, reported)
+    t0 = time.perf_counter()
+    single.use_compiled_path()
+    surrogate_time(single, 1, 1, dtype)
+    surrogate_time(single, 64, 1, dtype)
+    r["compile_seconds"] = time.perf_counter() - t0
+    r["single_compiled_s"] = surrogate_time(single, 1, reps, dtype)
+    r["batched_64_compiled_s_per_replica"] = surrogate_time(single, 64, max(5, reps // 10), dtype) / 64
+    r["compiled_path_active"] = bool(single._compiled_path)
+    single.use_compiled_path(False)
     r["committee_single_s"] = committee_time(committee, 1, reps, dtype)
     r["committee_batched_64_s_per_replica"] = committee_time(committee, 64, max(5, reps // 10), dtype) / 64
     r["ratio_xtb_vs_single"] = r["xtb_s"] / r["single_s"]
     r["ratio_xtb_vs_batched_64"] = r["xtb_s"] / r["batched_64_s_per_replica"]
     r["ratio_xtb_vs_committee_batched_64"] = r["xtb_s"] / r["committee_batched_64_s_per_replica"]
+    r["ratio_xtb_vs_single_compiled"] = r["xtb_s"] / r["single_compiled_s"]
+    r["ratio_xtb_vs_batched_64_compiled"] = r["xtb_s"] / r["batched_64_compiled_s_per_replica"]
     sc, n = {}, []
     if args.model is None:
         sizes = (1000, 4000) if args.quick else (1000, 4000, 20000)
@@ -146,7 +158,9 @@ def main():
     for label, key in [("GFN2-xTB (tblite)", "xtb_s"), ("BP single", "single_s"),
                        ("BP single, autograd path", "single_autograd_s"),
                        ("BP single, float64", "single_float64_s"),
+                       ("BP single, torch.compile (opt-in)", "single_compiled_s"),
                        ("BP batched x64", "batched_64_s_per_replica"),
+                       ("BP batched x64, torch.compile (opt-in)", "batched_64_compiled_s_per_replica"),
                        ("BP batched x64, autograd path", "batched_64_autograd_s_per_replica"),
                        (f"BP committee ({committee.n_members}) single", "committee_single_s"),
                        (f"BP committee ({committee.n_members}) batched x64", "committee_batched_64_s_per_replica")]:

@@ -260,3 +260,22 @@ def test_fast_path_follows_weight_updates():
     e_ref, f_ref = model.energy_and_forces(state, fast=False)
     assert _rel(e1, e0) > 1e-6
     assert _rel(e1, e_ref) < 1e-10 and _rel(f1, f_ref) < 1e-10
+
+
+def test_compiled_fast_path_equals_autograd():
+    """Opt-in torch.compile of the fast path: the same energies and forces (float64, 1e-10 relative),
+    or, on a machine without a C++ compiler, one warning and the TorchScript path."""
+    import shutil
+    import warnings
+
+    state = _fast_cases()["single"]
+    model = _random_standardisation(BehlerParrinello([1, 6, 8], hidden=(8,), seed=4)).use_compiled_path()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        e_c, f_c = model.energy_and_forces(state)
+    e_ref, f_ref = model.energy_and_forces(state, fast=False)
+    assert _rel(e_c, e_ref) < 1e-10 and _rel(f_c, f_ref) < 1e-10
+    if shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++"):
+        assert model._compiled_path and not [w for w in caught if "TorchScript fast path" in str(w.message)]
+    else:
+        assert not model._compiled_path and any("TorchScript fast path" in str(w.message) for w in caught)

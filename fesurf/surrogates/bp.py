@@ -141,6 +141,17 @@ class BehlerParrinello(AtomisticModel):
         graph = build_graph(state, self.acsf.cutoff, triplets=True, triplet_cutoff=self.acsf.angular_cutoff)
         return self.acsf(positions, self.acsf.species(state.atomic_numbers), graph)
 
+    def use_compiled_path(self, enable: bool = True) -> "BehlerParrinello":
+        """Opt in (or out) of ``torch.compile`` for the autograd-free MD path: about 1.5x faster for a
+        single small molecule, 1.2x for 64 replicas, after a compile of a few seconds per input shape
+        (so worth it for long runs, not for a few calls). Needs a C++ compiler; without one the first
+        call warns and the TorchScript path is used. Returns the model.
+
+        >>> model = BehlerParrinello(elements=[1, 8]).use_compiled_path()   # doctest: +SKIP
+        """
+        self._compiled_path = bool(enable)
+        return self
+
     def energy_and_forces(self, state: State, create_graph: bool = False, fast: bool | None = None):
         """``(energy [S] eV, forces [n_atoms, 3] eV/A)``. ``fast=None`` picks the
         autograd-free path (:mod:`~fesurf.surrogates.bp_fast`) whenever it applies

@@ -369,6 +369,31 @@ def _scripted_core():
     return _SCRIPTED["core"]
 
 
+def _compiled_core():
+    """``torch.compile`` of :func:`_template_core` (inductor fuses the elementwise descriptor work;
+    needs a C++ compiler; compiles once per input shape, a few seconds each). On any failure it
+    warns once and returns the TorchScript core."""
+    if "compiled" not in _SCRIPTED:
+        try:
+            _SCRIPTED["compiled"] = torch.compile(_template_core, dynamic=False)
+        except Exception as exc:  # pragma: no cover - no dynamo on this platform
+            warnings.warn(f"torch.compile is unavailable ({exc}); using the TorchScript fast path", stacklevel=3)
+            _SCRIPTED["compiled"] = _scripted_core()
+    return _SCRIPTED["compiled"]
+
+
+def _run_core(model, positions, members, args, script):
+    if script and model.__dict__.get("_compiled_path", False):
+        try:
+            return _compiled_core()(positions, members, *args)
+        except Exception as exc:  # a missing compiler surfaces at the first call
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); falling back to the "
+                          "TorchScript fast path for this model", stacklevel=4)
+            model._compiled_path = False
+    core = _scripted_core() if script else _template_core
+    return core(positions, members, *args)
+
+
 def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, members: bool, script: bool = True):
     folded = _folded(model)
     bundle = plan.__dict__.get("_bundle")
@@ -382,8 +407,7 @@ def _template_energy_and_forces(model, state: State, plan: _TemplatePlan, member
                 eref.index_select(0, er["species"]), er["system"], acsf.basis_cutoff,
                 plan.mats(w1c.dtype, w1c.device), acsf._zetas, w1c, b1c, w1t, ws, bs, wts, dims)
         bundle = plan.__dict__["_bundle"] = (folded, args)
-    core = _scripted_core() if script else _template_core
-    energies, forces = core(state.positions.to(folded[0].dtype), members, *bundle[1])
+    energies, forces = _run_core(model, state.positions.to(folded[0].dtype), members, bundle[1], script)
     return energies.to(state.dtype), forces.to(state.dtype)
 
 
