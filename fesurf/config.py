@@ -49,6 +49,7 @@ SCHEMA = {
         "n_members": (int, 4),
         "hidden": (list, [32, 32]),
         "dtype": (str, "float64"),
+        "compile": (bool, False),  # torch.compile the BP MD path (needs a C++ compiler; pays off in long runs)
     },
     "generate": {
         "temperatures": (list, [300.0, 600.0, 1000.0]),  # K

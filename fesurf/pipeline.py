@@ -240,6 +240,8 @@ def stage_sample(run: Run, model, atoms, cv, progress=None):
         return SampleSet.open(path)
     centers = np.linspace(u["range"][0], u["range"][1], u["n_windows"])
     start = State.from_atoms(atoms, dtype=torch.float64)
+    if cfg["surrogate"]["compile"] and hasattr(model, "use_compiled_path"):
+        model.use_compiled_path()
     # resume only a run started with this very configuration; anything else starts afresh
     current = _config_hash(cfg, _DEPENDS["sample"])
     resume = path.exists() and run.stages.get("sample_started") == current
