@@ -370,6 +370,7 @@ def run_pipeline(config, progress=None) -> dict:
 
     t0 = time.perf_counter()
     cfg = load_config(config)
+    cfg["surrogate"]["model_sha256"] = _model_digest(cfg)  # a changed model file reruns the stages after it
     run = Run(cfg)
     try:
         atoms = build_structure(cfg)
@@ -430,6 +431,23 @@ def run_pipeline(config, progress=None) -> dict:
         return results
     finally:
         run.close()
+
+
+def _model_digest(cfg) -> str:
+    """SHA-256 of the surrogate model file ('' when the run trains its own)."""
+    from . import data
+
+    spec = cfg["surrogate"]["model"]
+    if not spec:
+        return ""
+    if spec.startswith("builtin:"):
+        level = data.BUILTIN_COMMITTEES.get(spec.split(":", 1)[1])
+        if level is None:
+            return ""  # the loader raises the error that names the key
+        path = data.MALONALDEHYDE_FILES[level]["committee"]
+    else:
+        path = Path(spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
 def stored_model_calls(cfg) -> int:

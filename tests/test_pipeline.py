@@ -133,3 +133,29 @@ def test_adaptive_labelling_stops_at_the_budget_or_the_target(tmp_path):
     cfg.write_text(small)
     with pytest.raises(InputError, match="raise 'reweight.n_labels'"):
         run_pipeline(cfg)
+
+
+def test_a_changed_model_file_reruns_the_sampling(tmp_path):
+    """Stage caches key on the model file's content, not just its name."""
+    import shutil
+
+    from fesurf.config import load_config
+    from fesurf.data import MALONALDEHYDE_COMMITTEE
+    from fesurf.pipeline import _DEPENDS, _config_hash, _model_digest
+
+    model = tmp_path / "committee.pt"
+    shutil.copy(MALONALDEHYDE_COMMITTEE, model)
+    shutil.copy(MALONALDEHYDE_COMMITTEE.with_suffix(".json"), model.with_suffix(".json"))
+    cfg = load_config(tomllib_loads(SMALL.format(out=tmp_path / "run").replace(
+        'model = "builtin:malonaldehyde_committee"', f'model = "{model}"')))
+    cfg["surrogate"]["model_sha256"] = _model_digest(cfg)
+    before = _config_hash(cfg, _DEPENDS["sample"])
+    model.write_bytes(model.read_bytes() + b"\0")  # any change to the file
+    cfg["surrogate"]["model_sha256"] = _model_digest(cfg)
+    assert _config_hash(cfg, _DEPENDS["sample"]) != before
+
+
+def tomllib_loads(text):
+    import tomllib
+
+    return tomllib.loads(text)
