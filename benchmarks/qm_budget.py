@@ -64,6 +64,13 @@ BUDGETS = (25, 50, 100, 200, 500)
 UNCERTIFIED = dict(min_ess=0.0, min_labels=1, max_beta_sigma=np.inf)
 
 
+def _file_tag(path) -> str:
+    """Short content hash of a model file: cached samples belong to the model that made them."""
+    import hashlib
+
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:8]
+
+
 def sample(model, cfg, tag: str, n_production: int, seed: int):
     """Surrogate umbrella sampling with the example's windows (cached, resumable); one run per seed."""
     u = cfg["umbrella"]
@@ -212,7 +219,7 @@ def main():
     gfn1 = data.load_malonaldehyde_gfn1_committee()
     rows, uncorrected = [], []
     for r, seed in enumerate(seeds):
-        s1 = sample(gfn1, cfg, "gfn1", n_production, seed)
+        s1 = sample(gfn1, cfg, "gfn1_" + _file_tag(data.MALONALDEHYDE_GFN1_COMMITTEE), n_production, seed)
         b = barrier(compute_pmf(s1, bins=cfg["pmf"]["bins"], range=cfg["pmf"]["range"])).to("kcal/mol")
         uncorrected.append((b.activation.value, b.activation.error))
         print(f"repeat {r}: GFN1 surrogate barrier {b.activation.value:.2f} ± {b.activation.error:.2f} kcal/mol",
@@ -246,7 +253,7 @@ def main():
     gfn2 = data.load_malonaldehyde_committee()
     rows2 = []
     for r, seed in enumerate(seeds):
-        s2 = sample(gfn2, cfg, "gfn2", n_production, seed)
+        s2 = sample(gfn2, cfg, "gfn2_" + _file_tag(data.MALONALDEHYDE_COMMITTEE), n_production, seed)
         lab = GFN2Labels(s2, atoms, args.workers)
         for est in ("wtp", "delta"):
             row = dict(estimate(est, s2, lab, 500, cfg, seed, ref), repeat=r)
