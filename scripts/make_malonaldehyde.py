@@ -25,7 +25,7 @@ The stored committees:
 
 - GFN2-xTB (the demo's): ``--stage train --skip-schnet`` with the defaults below (72 ACSF features,
   hidden 32x32); that run stopped on a 900 s budget after epoch 127, so ``--epochs 127 --bp-time 1e9``
-  reproduces it on any machine. SchNet figures in the metrics come from ``--schnet-time 600``.
+  should reproduce it on any machine (deterministic for a seed; not re-run). SchNet figures in the metrics come from ``--schnet-time 600``.
 - GFN1-xTB (cross-level): ``--method GFN1-xTB --stage all --skip-schnet --hidden 48 48 --acsf '{}'``
   (the ACSF class defaults: 120 features), 1500 s budget (352 epochs).
 """
