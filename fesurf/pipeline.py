@@ -405,6 +405,7 @@ def run_pipeline(config, progress=None) -> dict:
         dg, sig = b_cor.activation.value, b_cor.activation.error
         k = float(eyring_rate(dg, T, unit=unit, transmission=cfg["analysis"]["transmission"]))
         factor = float(rate_error_factor(sig, T, unit=unit))
+        stored_calls = stored_model_calls(cfg)
         need = float(barrier_precision_for_rate(cfg["analysis"]["rate_tolerance"], T, unit=unit))
         _plot(run.dir / "pmf.png", res, unit)
         results = {
@@ -415,8 +416,8 @@ def run_pipeline(config, progress=None) -> dict:
                      "barrier_precision_for_tolerance": need, "rate_tolerance": cfg["analysis"]["rate_tolerance"]},
             "qm_calls": {"sparse_labels": int(qm_calls), "training": int(training_calls),
                          "total": int(qm_calls + training_calls),
-                         "stored_model": stored_model_calls(cfg),
-                         "total_with_stored_model": int(qm_calls + training_calls + stored_model_calls(cfg))},
+                         "stored_model": stored_calls,
+                         "total_with_stored_model": int(qm_calls + training_calls + stored_calls)},
             "reweight_estimator": cfg["reweight"]["estimator"],
             "reweighting": {"n_labels": int(res.n_labels), "flagged_bins": int(res.flagged.sum()),
                             "min_kish_ess": float(np.min(res.per_bin["kish_ess"][res.per_bin["n_labels"] > 0])),
@@ -433,20 +434,26 @@ def run_pipeline(config, progress=None) -> dict:
         run.close()
 
 
+def _builtin_level(cfg):
+    """The xTB level of a builtin surrogate named in ``surrogate.model``, or None."""
+    from . import data
+
+    spec = cfg["surrogate"]["model"]
+    return data.BUILTIN_COMMITTEES.get(spec.split(":", 1)[1]) if spec.startswith("builtin:") else None
+
+
 def _model_digest(cfg) -> str:
-    """SHA-256 of the surrogate model file ('' when the run trains its own)."""
+    """SHA-256 of the surrogate model file ('' when the run trains its own, or for an unknown builtin,
+    whose loader raises the error that names the key)."""
     from . import data
 
     spec = cfg["surrogate"]["model"]
     if not spec:
         return ""
-    if spec.startswith("builtin:"):
-        level = data.BUILTIN_COMMITTEES.get(spec.split(":", 1)[1])
-        if level is None:
-            return ""  # the loader raises the error that names the key
-        path = data.MALONALDEHYDE_FILES[level]["committee"]
-    else:
-        path = Path(spec)
+    level = _builtin_level(cfg)
+    if spec.startswith("builtin:") and level is None:
+        return ""
+    path = data.MALONALDEHYDE_FILES[level]["committee"] if level else Path(spec)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
@@ -455,8 +462,7 @@ def stored_model_calls(cfg) -> int:
     level, as in the cross-level setting, or for a user's model file, whose history is unknown)."""
     from . import data
 
-    spec = cfg["surrogate"]["model"]
-    level = data.BUILTIN_COMMITTEES.get(spec.split(":", 1)[1]) if spec.startswith("builtin:") else None
+    level = _builtin_level(cfg)
     return data.generation_calls(level) if level == cfg["oracle"]["method"] else 0
 
 

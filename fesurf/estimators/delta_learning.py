@@ -120,15 +120,8 @@ def reweight_pmf_delta(samples, labelled, delta_u, *, features=None, holdout_fra
 
     labelled = np.asarray(labelled, dtype=np.int64)
     du = np.asarray(delta_u, dtype=float)
-    T = samples.temperature
-    beta_du = du / kT_of(T) if unit_delta_u == "eV" else du
-    if features is None:
-        if samples.positions is None:
-            raise InputError("no stored positions: pass features= [n_frames, d] for delta-learning")
-        features = inverse_distance_features(samples.read_positions(np.arange(samples.n_frames)))
-    features = np.asarray(features, dtype=float)
-    if features.shape[0] != samples.n_frames:
-        raise InputError(f"features need one row per frame ({samples.n_frames})")
+    beta_du = du / kT_of(samples.temperature) if unit_delta_u == "eV" else du
+    features = _frame_features(samples, features)
     model, validation = fit_delta_model(features[labelled], beta_du, holdout_fraction, seed)
     pred = model.predict(features)  # beta dU_model on every frame
     # The model part is a smooth shift of the surrogate's reduced potentials: the reweighted ensemble

@@ -195,9 +195,13 @@ def solved_f_k(u_kn, N_k):
 
 
 def remember_f_k(u_kn, N_k, f_k) -> None:
+    _remember(_data_key(u_kn, N_k), f_k)
+
+
+def _remember(key, f_k) -> None:
     if len(_SOLVED_F_K) > 32:
         _SOLVED_F_K.clear()
-    _SOLVED_F_K[_data_key(u_kn, N_k)] = np.array(f_k, dtype=np.float64)
+    _SOLVED_F_K[key] = np.array(f_k, dtype=np.float64)
 
 
 def build_mbar(u_kn, N_k, initial_f_k=None):
@@ -211,7 +215,8 @@ def build_mbar(u_kn, N_k, initial_f_k=None):
     True
     """
     kwargs = dict(solver_protocol="robust")
-    solved = solved_f_k(u_kn, N_k) if initial_f_k is None else None
+    key = _data_key(u_kn, N_k) if initial_f_k is None else None
+    solved = _SOLVED_F_K.get(key) if key else None
     if solved is not None:  # exactly this data was solved before: reuse that solution as it is
         kwargs.update(initial_f_k=solved, maximum_iterations=0)
     elif initial_f_k is None:
@@ -222,7 +227,8 @@ def build_mbar(u_kn, N_k, initial_f_k=None):
         mbar = pymbar.MBAR(np.asarray(u_kn, dtype=np.float64), np.asarray(N_k, dtype=np.int64), **kwargs)
     except pymbar.utils.ParameterError as exc:
         raise InputError(f"pymbar rejected the data: {exc}") from None
-    remember_f_k(u_kn, N_k, mbar.f_k)
+    if key and solved is None:  # a caller-seeded solve (a bootstrap replicate) is not kept for reuse
+        _remember(key, mbar.f_k)
     return mbar
 
 

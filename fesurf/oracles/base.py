@@ -200,7 +200,9 @@ def _too_close(atoms: Atoms) -> Optional[str]:
 
 
 class Oracle:
-    """Base class. Subclasses implement :meth:`_compute` (energy eV, forces eV/A).
+    """Base class. Subclasses implement :meth:`_compute` (energy eV, forces eV/A); anything more it
+    computes (root energies, couplings, <S^2>) goes into ``self._extra``, which a successful
+    :meth:`compute` copies into ``Label.extra``.
 
     Oracles are picklable (settings only), so they run in process pools; the
     underlying calculator is rebuilt lazily in each process.
@@ -227,6 +229,7 @@ class Oracle:
         reason = _too_close(atoms)
         if reason is not None:
             return Label(ok=False, reason=reason, **base)
+        self._extra = {}  # _compute may leave more results here (root energies, couplings, <S^2>)
         try:
             energy, forces = self._compute(atoms.copy(), q, m)
         except Exception as exc:  # any crash of the QM code is a recorded failure, not a lost batch
@@ -234,7 +237,7 @@ class Oracle:
         forces = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
         if not (np.isfinite(energy) and np.isfinite(forces).all()):
             return Label(ok=False, reason="non-finite energy or forces returned", **base)
-        return Label(ok=True, energy=float(energy), forces=forces, **base)
+        return Label(ok=True, energy=float(energy), forces=forces, extra=dict(self._extra), **base)
 
     def _task_copy(self):
         import copy

@@ -89,10 +89,3 @@ class PySCFOracle(Oracle):
         self._extra = {"spin_square": float(mf.spin_square()[0]) if unrestricted else 0.0}
         return float(energy) * Hartree, -np.asarray(grad) * Hartree / Bohr
 
-    def compute(self, atoms, charge=None, multiplicity=None):
-        """As :meth:`Oracle.compute`, with ``spin_square`` in ``Label.extra``."""
-        self._extra = {}
-        lab = super().compute(atoms, charge, multiplicity)
-        if lab.ok:
-            lab.extra.update(self._extra)
-        return lab

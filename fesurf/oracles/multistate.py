@@ -192,13 +192,6 @@ class SACASSCFOracle(Oracle):
             self._extra.update(sacasscf_couplings(mc))
         return energies[self.target_root], forces[self.target_root]
 
-    def compute(self, atoms, charge=None, multiplicity=None):
-        """As :meth:`Oracle.compute`, with all roots' data in ``Label.extra``."""
-        self._extra = {}
-        lab = super().compute(atoms, charge, multiplicity)
-        if lab.ok:
-            lab.extra.update(self._extra)
-        return lab
 
 
 class FCIOracle(SACASSCFOracle):
