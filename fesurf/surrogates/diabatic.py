@@ -543,6 +543,10 @@ def fit_diabatic(model: DiabaticModel, state: State, energies, forces=None, *, n
     for layer in model.modules():
         if isinstance(layer, nn.Linear):
             layer.reset_parameters()
+    for layer in model.modules():
+        if isinstance(layer, _SkipMLP):
+            nn.init.zeros_(layer.mlp[-1].weight)
+            nn.init.zeros_(layer.mlp[-1].bias)
     with torch.no_grad():
         feats = model.representation(state)
         std = feats.std(dim=0)
@@ -590,6 +594,22 @@ def fit_diabatic(model: DiabaticModel, state: State, energies, forces=None, *, n
         return loss, terms
 
     nonlinear = [p for name, p in model.named_parameters() if ".mlp." in name and name.endswith("weight")]
+    # Phase 1: the linear (skip) paths alone, with every nonlinear output at zero. The
+    # smoothest diabatic rotation is then the starting point, so the full fit refines it
+    # instead of landing, seed by seed, in one of the many rotations that fit energies
+    # equally well (energies and forces alone do not fix the mixing angle).
+    linear = [p for name, p in model.named_parameters() if ".linear." in name]
+    if linear and lbfgs_steps > 0:
+        opt0 = torch.optim.LBFGS(linear, lr=1.0, max_iter=lbfgs_steps, line_search_fn="strong_wolfe",
+                                 tolerance_grad=1e-12, tolerance_change=1e-14, history_size=50)
+
+        def closure0():
+            opt0.zero_grad()
+            loss, _ = loss_fn()
+            loss.backward()
+            return loss
+
+        opt0.step(closure0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1), eta_min=lr * 0.02)
     for _ in tqdm(range(epochs), disable=None if progress is None else not progress, desc="fit diabatic"):
