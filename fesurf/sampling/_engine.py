@@ -1,9 +1,10 @@
 """The shared driver of the sampling protocols: segments, frame recording, checkpoints, resume.
 
 A protocol puts all its windows (replicas) in one State and runs them with one
-Langevin (BAOAB) integrator on ``Sum([physical, bias])``. The run is cut into
-segments at the multiples of ``boundary_every`` (replica exchange attempts,
-hill depositions) and of ``checkpoint_every``; between segments the protocol's
+integrator (built by its :mod:`~fesurf.sampling.protocol` dynamics settings, Langevin BAOAB
+by default) on ``Sum([physical, bias])``. The run is cut into segments at the
+multiples of the protocol's ``Hooks.every`` (replica exchange attempts, hill
+depositions) and of ``Schedule.checkpoint_every``; between segments the protocol's
 ``on_boundary`` hook acts, and a checkpoint (positions, velocities, integrator
 RNG state, step, protocol extras) is committed into the SampleSet with every
 frame recorded so far. Resuming loads the last checkpoint and continues, so a
@@ -18,16 +19,18 @@ import io
 import json
 import logging
 import os
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..md import Langevin, maxwell_boltzmann
+from ..md import maxwell_boltzmann
 from ..potentials import Sum
 from ..state import State
 from ..units import KB
+from .protocol import Schedule
 from .sampleset import SampleSet
 
 log = logging.getLogger(__name__)
@@ -129,25 +132,35 @@ class _Recorder:
         self.buffer = []
 
 
-def drive(*, physical, bias, start: State, temperature: float, timestep: float, friction, seed: int,
-          n_equilibration: int, n_production: int, stride: int, samples: SampleSet,
-          frame_fn: Callable, checkpoint_every: int | None = None, boundary_every: int | None = None,
-          on_boundary: Callable | None = None, get_extra: Callable | None = None, set_extra: Callable | None = None,
-          on_checkpoint: Callable | None = None, progress=None) -> State:
-    """Run (or resume) a batched protocol; see the module docstring. Returns the final State."""
-    for name, v in (("n_equilibration", n_equilibration), ("n_production", n_production), ("stride", stride)):
-        if int(v) < 0 or (name == "stride" and int(v) < 1):
-            raise InputError(f"{name} must be {'>= 1' if name == 'stride' else '>= 0'} MD steps, got {v}")
-    if n_production < stride:
-        raise InputError(f"n_production ({n_production}) is shorter than stride ({stride}): no frame would be recorded")
-    for name, v in (("checkpoint_every", checkpoint_every), ("boundary_every", boundary_every)):
-        if v is not None and int(v) < 1:
-            raise InputError(f"{name} must be >= 1 MD steps or None, got {v}")
-    total = int(n_equilibration) + int(n_production)
+@dataclass
+class Hooks:
+    """What a protocol does between segments: ``on_boundary(step, state) -> state | None`` every
+    ``every`` steps (exchanges, hill depositions); ``get_extra() -> (arrays, meta)`` and
+    ``set_extra(arrays, meta)`` carry its own state through checkpoints."""
+
+    every: Optional[int] = None
+    on_boundary: Optional[Callable] = None
+    get_extra: Optional[Callable] = None
+    set_extra: Optional[Callable] = None
+
+
+def drive(*, physical, bias, start: State, temperature: float, dynamics, schedule: Schedule, samples: SampleSet,
+          frame_fn: Callable, hooks: Hooks | None = None, on_checkpoint: Callable | None = None,
+          progress=None) -> State:
+    """Run (or resume) a batched protocol; see the module docstring. Returns the final State.
+
+    ``dynamics`` is a settings object (:class:`~fesurf.sampling.protocol.LangevinDynamics` or another
+    mover with ``build``); ``schedule`` a :class:`~fesurf.sampling.protocol.Schedule`.
+    """
+    hooks = hooks or Hooks()
+    if hooks.every is not None and int(hooks.every) < 1:
+        raise InputError(f"the protocol's boundary interval must be >= 1 steps or None, got {hooks.every}")
+    checkpoint_every = schedule.checkpoint_every
+    boundary_every = hooks.every
+    total = schedule.total_steps
     n = start.n_systems
     total_potential = physical if bias is None else Sum([physical, bias])
-    integrator = Langevin(total_potential, timestep=timestep, temperature=temperature, friction=friction,
-                          seed=seeds_for(seed, 2, n))
+    integrator = dynamics.build(total_potential, temperature, n, seeds_for(dynamics.seed, 2, n))
     blob = samples.checkpoint_data
     if isinstance(blob, (bytes, bytearray)):
         arrays, meta = _unpack(blob)
@@ -155,22 +168,23 @@ def drive(*, physical, bias, start: State, temperature: float, timestep: float, 
         state = start.replace(positions=torch.from_numpy(arrays["positions"]).to(start.dtype),
                               velocities=torch.from_numpy(arrays["velocities"]).to(start.dtype))
         integrator.set_rng_state(meta["rng"])
-        if set_extra is not None:
-            set_extra({k[6:]: v for k, v in arrays.items() if k.startswith("extra_")}, meta.get("extra", {}))
+        if hooks.set_extra is not None:
+            hooks.set_extra({k[6:]: v for k, v in arrays.items() if k.startswith("extra_")}, meta.get("extra", {}))
         log.info("resuming at step %d of %d (%d frames committed)", step, total, samples.n_frames)
     else:
         step = 0
-        state = start if start.velocities is not None else maxwell_boltzmann(start, temperature, seed=seeds_for(seed, 1, n))
+        state = start if start.velocities is not None else maxwell_boltzmann(
+            start, temperature, seed=seeds_for(dynamics.seed, 1, n))
     integrator.step_count = step
-    recorder = _Recorder(int(n_equilibration), int(stride), frame_fn)
+    recorder = _Recorder(int(schedule.n_equilibration), int(schedule.stride), frame_fn)
     marks = [m for m in (checkpoint_every, boundary_every) if m]
 
     def checkpoint(state):
         recorder.flush_into(samples)
         arrays = {"positions": state.positions.numpy(), "velocities": state.velocities.numpy()}
         extra_meta = {}
-        if get_extra is not None:
-            extra_arrays, extra_meta = get_extra()
+        if hooks.get_extra is not None:
+            extra_arrays, extra_meta = hooks.get_extra()
             arrays.update({f"extra_{k}": v for k, v in extra_arrays.items()})
         samples.checkpoint(_pack(arrays, {"step": step, "rng": integrator.rng_state(), "extra": extra_meta}))
         if on_checkpoint is not None:
@@ -181,8 +195,8 @@ def drive(*, physical, bias, start: State, temperature: float, timestep: float, 
         recorder.start = step
         state = integrator.run(state, nxt - step, reporters=(recorder,), progress=progress)
         step = nxt
-        if boundary_every and step % boundary_every == 0 and on_boundary is not None:
-            state = on_boundary(step, state) or state
+        if boundary_every and step % boundary_every == 0 and hooks.on_boundary is not None:
+            state = hooks.on_boundary(step, state) or state
         if (checkpoint_every and step % checkpoint_every == 0) or step == total:
             checkpoint(state)
         else:

@@ -36,7 +36,8 @@ from ..bias import METAD
 from ..errors import InputError
 from ..state import State
 from ..units import KB
-from ._engine import check_temperature, drive, open_samples
+from ._engine import Hooks, check_temperature, drive, open_samples
+from .protocol import resolve
 from .sampleset import SampleSet
 from .umbrella import _cv_definitions, _frames_state
 
@@ -54,11 +55,9 @@ def _check_bias(bias, temperature, timestep):
     bias.timestep = float(timestep)
 
 
-def metadynamics(potential, state: State, bias: METAD, *, temperature, timestep: float = 1.0, friction=0.01,
-                 seed: int = 0, n_steps: int = 100000, n_equilibration: int = 0, stride: int = 100,
-                 checkpoint_every: int | None = None, path=None, resume: bool = False, overwrite: bool = False,
-                 hills_file=None, hills_units: str = "plumed", store_positions: bool = True, on_checkpoint=None,
-                 progress=None) -> SampleSet:
+def metadynamics(potential, state: State, bias: METAD, *, temperature, n_steps: int = 100000, dynamics=None,
+                 schedule=None, storage=None, hills_file=None, hills_units: str = "plumed", on_checkpoint=None,
+                 progress=None, **settings) -> SampleSet:
     """Run (well-tempered) metadynamics on every replica of ``state`` and return the SampleSet.
 
     Parameters
@@ -67,11 +66,19 @@ def metadynamics(potential, state: State, bias: METAD, *, temperature, timestep:
     state : State; each system is one replica (walker); with ``bias.shared`` they share hills
     bias : METAD (its hills grow in place; pass a fresh one, or one holding earlier hills)
     temperature : K (must equal the bias's temperature)
-    n_steps : MD steps after ``n_equilibration`` (hills are deposited from step 0)
-    stride : MD steps between recorded frames
-    checkpoint_every : MD steps between checkpoints (rounded to segment ends automatically)
+    n_steps : MD steps after ``n_equilibration`` (hills are deposited from step 0); the schedule's
+        ``n_production`` when ``schedule`` is given
+    dynamics, schedule, storage : settings objects or their flat keywords, as in
+        :func:`~fesurf.sampling.umbrella_sampling`; here ``n_equilibration`` defaults to 0 and
+        ``stride`` to 100 MD steps
     hills_file : write the final hills there in PLUMED's HILLS format (``hills_units``)
     """
+    if schedule is None:
+        settings.setdefault("n_production", n_steps)
+    dynamics, schedule, storage = resolve(dynamics=dynamics, schedule=schedule, storage=storage,
+                                          defaults={"n_equilibration": 0, "stride": 100}, **settings)
+    store_positions = storage.store_positions
+    timestep = dynamics.timestep
     temperature = check_temperature(temperature, 1)
     _check_bias(bias, temperature, timestep)
     start = state
@@ -85,12 +92,10 @@ def metadynamics(potential, state: State, bias: METAD, *, temperature, timestep:
     if store_positions and bool((counts != counts[0]).any()):
         raise InputError("replicas with different atom counts: use store_positions=False")
     beta = 1.0 / (KB * temperature)
-    attrs = {"protocol": "metadynamics", "timestep_fs": float(timestep), "seed": int(seed),
-             "friction_per_fs": float(np.asarray(friction).reshape(-1)[0]), "n_equilibration": int(n_equilibration),
-             "n_production": int(n_steps), "stride": int(stride), "potential": type(potential).__name__,
+    attrs = {"protocol": "metadynamics", **dynamics.attrs(), **schedule.attrs(), "potential": type(potential).__name__,
              "energy_convention": "u_kn[k] = beta (U0 + V_k(s, t)) (bias felt by the frame); u_ref = beta U0"}
     params = [dict(bias.parameters_spec(), replica=i) for i in range(k)]
-    samples = open_samples(path, resume=resume, overwrite=overwrite, create_kwargs=dict(
+    samples = open_samples(storage.path, resume=storage.resume, overwrite=storage.overwrite, create_kwargs=dict(
         n_states=k, temperature=temperature, n_cv=bias.n_cvs, n_atoms=n_atoms if store_positions else None,
         store_u_ref=True, cv_definitions=_cv_definitions(list(bias.cvs)), state_parameters=params, attrs=attrs))
     reps = np.arange(k)
@@ -123,10 +128,10 @@ def metadynamics(potential, state: State, bias: METAD, *, temperature, timestep:
         bias.truncate(0)
         bias.add_hills(arrays["hills_centers"], arrays["hills_heights"], arrays["hills_owners"], arrays["hills_steps"])
 
-    drive(physical=potential, bias=bias, start=start, temperature=temperature, timestep=timestep, friction=friction,
-          seed=seed, n_equilibration=n_equilibration, n_production=n_steps, stride=stride, samples=samples,
-          frame_fn=frame, checkpoint_every=checkpoint_every, boundary_every=bias.pace, on_boundary=deposit,
-          get_extra=get_extra, set_extra=set_extra, on_checkpoint=on_checkpoint, progress=progress)
+    drive(physical=potential, bias=bias, start=start, temperature=temperature, dynamics=dynamics, schedule=schedule,
+          samples=samples, frame_fn=frame, hooks=Hooks(every=bias.pace, on_boundary=deposit, get_extra=get_extra,
+                                                       set_extra=set_extra),
+          on_checkpoint=on_checkpoint, progress=progress)
     samples.set_attrs(n_hills=bias.n_hills, initial_hills=initial_hills)
     if hills_file is not None:
         bias.write_hills(hills_file, units=hills_units)

@@ -35,6 +35,7 @@ from ..potentials import LambdaMix, Potential
 from ..state import State
 from ..units import KB
 from ._engine import check_temperature, drive, open_samples, replicate_start
+from .protocol import resolve
 from .sampleset import SampleSet
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,16 @@ def _check_lambdas(lambdas):
 
 
 def lambda_sampling(potential_a: Potential, potential_b: Potential, state: State, lambdas, *, temperature,
-                    timestep: float = 1.0, friction=0.01, seed: int = 0, n_equilibration: int = 1000,
-                    n_production: int = 10000, stride: int = 10, checkpoint_every: int | None = None, path=None,
-                    resume: bool = False, overwrite: bool = False, store_positions: bool = True,
-                    protocol: str = "lambda", on_checkpoint=None, progress=None) -> SampleSet:
+                    dynamics=None, schedule=None, storage=None, protocol: str = "lambda", on_checkpoint=None,
+                    progress=None, **settings) -> SampleSet:
     """Sample every lambda window (one replica each) and record dU/dlambda and u_kn of all lambda states.
 
-    Arguments as :func:`fesurf.sampling.umbrella_sampling`; ``lambdas`` [K] in [0, 1].
+    Settings (``dynamics``, ``schedule``, ``storage`` or their flat keywords) as
+    :func:`fesurf.sampling.umbrella_sampling`; ``lambdas`` [K] in [0, 1].
     State parameters hold ``{"lambda": value}``, as :func:`fesurf.estimators.ti` reads them.
     """
+    dynamics, schedule, storage = resolve(dynamics=dynamics, schedule=schedule, storage=storage, **settings)
+    store_positions = storage.store_positions
     if not isinstance(potential_a, Potential) or not isinstance(potential_b, Potential):
         raise InputError("potential_a and potential_b must be fesurf Potentials")
     lam = _check_lambdas(lambdas)
@@ -88,12 +90,10 @@ def lambda_sampling(potential_a: Potential, potential_b: Potential, state: State
     n_atoms = int(start.atoms_per_system[0])
     beta = 1.0 / (KB * temperature)
     mix = LambdaMix(potential_a, potential_b, lam=torch.as_tensor(lam))
-    attrs = {"protocol": protocol, "timestep_fs": float(timestep), "seed": int(seed),
-             "friction_per_fs": float(np.asarray(friction).reshape(-1)[0]),
-             "n_equilibration": int(n_equilibration), "n_production": int(n_production), "stride": int(stride),
+    attrs = {"protocol": protocol, **dynamics.attrs(), **schedule.attrs(),
              "potential_a": type(potential_a).__name__, "potential_b": type(potential_b).__name__,
              "energy_convention": "u_kn = beta ((1 - lambda_k) U_A + lambda_k U_B); dudl = beta (U_B - U_A)"}
-    samples = open_samples(path, resume=resume, overwrite=overwrite, create_kwargs=dict(
+    samples = open_samples(storage.path, resume=storage.resume, overwrite=storage.overwrite, create_kwargs=dict(
         n_states=k, temperature=temperature, n_atoms=n_atoms if store_positions else None, store_dudl=True,
         state_parameters=[{"lambda": float(x)} for x in lam], attrs=attrs))
     windows = np.arange(k)
@@ -109,9 +109,8 @@ def lambda_sampling(potential_a: Potential, potential_b: Potential, state: State
             out["positions"] = work.positions.numpy().reshape(k, n_atoms, 3).copy()
         return out
 
-    drive(physical=mix, bias=None, start=start, temperature=temperature, timestep=timestep, friction=friction,
-          seed=seed, n_equilibration=n_equilibration, n_production=n_production, stride=stride, samples=samples,
-          frame_fn=frame, checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint, progress=progress)
+    drive(physical=mix, bias=None, start=start, temperature=temperature, dynamics=dynamics, schedule=schedule,
+          samples=samples, frame_fn=frame, on_checkpoint=on_checkpoint, progress=progress)
     return samples
 
 

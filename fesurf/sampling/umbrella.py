@@ -42,7 +42,8 @@ from ..cv import as_cv_list
 from ..errors import InputError
 from ..state import State
 from ..units import KB
-from ._engine import check_temperature, drive, open_samples, replicate_start
+from ._engine import Hooks, check_temperature, drive, open_samples, replicate_start
+from .protocol import resolve
 from .replica_exchange import NeighbourExchange
 from .sampleset import SampleSet
 
@@ -82,12 +83,9 @@ def check_window_overlap(samples: SampleSet, threshold: float | None = None) -> 
     return overlap_diagnostics(mbar, threshold=OVERLAP_THRESHOLD if threshold is None else threshold, warn=True)
 
 
-def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperature, timestep: float = 1.0,
-                      friction=0.01, seed: int = 0, n_equilibration: int = 1000, n_production: int = 10000,
-                      stride: int = 10, checkpoint_every: int | None = None, path=None, resume: bool = False,
-                      overwrite: bool = False, exchange_every: int | None = None, store_positions: bool = True,
-                      check_overlap: bool = True, replicas_per_window: int = 1, on_checkpoint=None,
-                      progress=None) -> SampleSet:
+def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperature, dynamics=None, schedule=None,
+                      storage=None, exchange_every: int | None = None, check_overlap: bool = True,
+                      replicas_per_window: int = 1, on_checkpoint=None, progress=None, **settings) -> SampleSet:
     """Run all umbrella windows as replicas of one State and return their SampleSet.
 
     Parameters
@@ -100,19 +98,34 @@ def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperatu
     centers : [n_windows] (one CV) or [n_windows, n_cvs], CV units
     kappa : force constant(s), eV/unit^2: number, [n_cvs], [n_windows] or [n_windows, n_cvs]
     temperature : K (one value, or equal values per window)
-    timestep, friction, seed : Langevin (BAOAB) settings: fs, 1/fs, int
-    n_equilibration, n_production, stride : MD steps; frames every ``stride`` production steps
-    checkpoint_every : MD steps between checkpoints into the SampleSet (None: only at the end)
-    path : HDF5 file (None: in memory); ``resume=True`` continues a killed run from its last checkpoint
+    dynamics : :class:`~fesurf.sampling.protocol.LangevinDynamics` (or another mover), or the keywords
+        ``timestep`` (fs, default 1), ``friction`` (1/fs, default 0.01), ``seed`` (default 0)
+    schedule : :class:`~fesurf.sampling.protocol.Schedule`, or the keywords ``n_equilibration``
+        (default 1000), ``n_production`` (10000), ``stride`` (10), ``checkpoint_every`` (None: only
+        at the end), all in MD steps; frames every ``stride`` production steps
+    storage : :class:`~fesurf.sampling.protocol.Storage`, or the keywords ``path`` (HDF5 file; None: in
+        memory), ``resume`` (continue a killed run from its last checkpoint), ``overwrite``,
+        ``store_positions`` (keep every frame's positions, Angstrom)
     exchange_every : MD steps between Hamiltonian replica-exchange attempts (None: no exchange)
-    store_positions : keep every frame's positions (Angstrom) in the SampleSet
     check_overlap : after the run, warn (with the overlap matrix) when neighbouring windows do not overlap
     replicas_per_window : independent replicas (walkers) per window, all in the same batch; system
         ``k * replicas_per_window + r`` is replica r of window k (one batched call still runs them all)
     on_checkpoint : optional callable(step) called after each checkpoint
 
     Returns the SampleSet (open; call ``close()`` when it is backed by a file).
+
+    >>> from fesurf.sampling.protocol import LangevinDynamics, Schedule
+    >>> from fesurf.potentials import DoubleWell1D
+    >>> from fesurf.cv import POSITION
+    >>> ss = umbrella_sampling(DoubleWell1D(barrier=0.05), State(positions=[[0.0, 0, 0]], atomic_numbers=[1]),
+    ...                        POSITION(0, "x"), centers=[-0.5, 0.5], kappa=1.0, temperature=300.0,
+    ...                        dynamics=LangevinDynamics(timestep=1.0, seed=1),
+    ...                        schedule=Schedule(n_equilibration=50, n_production=100, stride=10))
+    >>> ss.N_k.tolist()
+    [10, 10]
     """
+    dynamics, schedule, storage = resolve(dynamics=dynamics, schedule=schedule, storage=storage, **settings)
+    store_positions = storage.store_positions
     cvs = as_cv_list(cvs)
     bias = _restraint(cvs, centers, kappa)
     k = bias.n_windows
@@ -130,13 +143,11 @@ def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperatu
     beta = 1.0 / (KB * temperature)
     params = [{"type": "RESTRAINT", "at": bias.at[min(i, bias.at.shape[0] - 1)].tolist(),
                "kappa": bias.kappa[min(i, bias.kappa.shape[0] - 1)].tolist()} for i in range(k)]
-    attrs = {"protocol": "umbrella" if exchange_every is None else "hrex", "timestep_fs": float(timestep),
-             "friction_per_fs": float(np.asarray(friction).reshape(-1)[0]), "seed": int(seed),
-             "n_equilibration": int(n_equilibration), "n_production": int(n_production), "stride": int(stride),
+    attrs = {"protocol": "umbrella" if exchange_every is None else "hrex", **dynamics.attrs(), **schedule.attrs(),
              "replicas_per_window": int(replicas_per_window), "potential": type(potential).__name__,
              "energy_convention":
              "u_kn = beta (U0 + bias_k); u_ref = beta U0; bias-only = u_kn - u_ref"}
-    samples = open_samples(path, resume=resume, overwrite=overwrite, create_kwargs=dict(
+    samples = open_samples(storage.path, resume=storage.resume, overwrite=storage.overwrite, create_kwargs=dict(
         n_states=k, temperature=temperature, n_cv=len(cvs), n_atoms=n_atoms if store_positions else None,
         store_u_ref=True, cv_definitions=_cv_definitions(cvs), state_parameters=params, attrs=attrs))
 
@@ -153,14 +164,13 @@ def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperatu
             out["positions"] = work.positions.numpy().reshape(n_sys, n_atoms, 3).copy()
         return out
 
-    exchange = None if exchange_every is None else NeighbourExchange(bias, temperature, seed, exchange_every,
+    exchange = None if exchange_every is None else NeighbourExchange(bias, temperature, dynamics.seed, exchange_every,
                                                                       replicas_per_window=reps)
-    drive(physical=potential, bias=system_bias, start=start, temperature=temperature, timestep=timestep, friction=friction,
-          seed=seed, n_equilibration=n_equilibration, n_production=n_production, stride=stride, samples=samples,
-          frame_fn=frame, checkpoint_every=checkpoint_every, boundary_every=exchange_every,
-          on_boundary=None if exchange is None else exchange.attempt,
-          get_extra=None if exchange is None else exchange.get_extra,
-          set_extra=None if exchange is None else exchange.set_extra, on_checkpoint=on_checkpoint, progress=progress)
+    hooks = None if exchange is None else Hooks(every=exchange_every, on_boundary=exchange.attempt,
+                                                get_extra=exchange.get_extra, set_extra=exchange.set_extra)
+    drive(physical=potential, bias=system_bias, start=start, temperature=temperature, dynamics=dynamics,
+          schedule=schedule, samples=samples, frame_fn=frame, hooks=hooks, on_checkpoint=on_checkpoint,
+          progress=progress)
     if exchange is not None:
         stats = exchange.statistics()
         samples.set_attrs(exchange=stats)
