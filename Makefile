@@ -1,28 +1,43 @@
 # The README's two commands: `make demo` and `make test`.
-PYTHON ?= python3
-VENV   ?= .venv
-PY      = $(VENV)/bin/python
-STAMP   = $(VENV)/.fesurf-installed
+PYTHON      ?= python3
+VENV        ?= .venv
+PY           = $(VENV)/bin/python
+CONSTRAINTS  = constraints.txt
+STAMP        = $(VENV)/.fesurf-installed
+# PLUMED 2.11 kernel (and its `plumed` tool) from the PyPI hillclimber wheel, in a folder of its own:
+# installed without its dependencies, and outside site-packages so that its `plumed/` package cannot
+# shadow the PyPI `plumed` wrapper. fesurf.plumed.find_kernel looks here after PLUMED_KERNEL and system installs.
+KERNEL_DIR   = $(VENV)/plumed-kernel
+KERNEL       = $(KERNEL_DIR)/plumed/_lib/lib/libplumedKernel.so
+PIP          = $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test install clean
+.PHONY: demo test install kernel clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch 2.13.0 (CPU build) first, so the project's torch requirement pulls no CUDA packages.
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+# pip pinned; torch 2.13.0 (CPU build) first, so nothing pulls a CUDA build; then fesurf with the
+# validated versions of everything else (constraints.txt; refresh with scripts/refresh_pins.sh).
+$(STAMP): $(PY) pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet -c $(CONSTRAINTS) pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	touch $(STAMP)
 
+$(KERNEL): $(CONSTRAINTS) | $(PY)
+	rm -rf $(KERNEL_DIR)
+	$(PIP) install --quiet --no-deps -c $(CONSTRAINTS) --target $(KERNEL_DIR) hillclimber
+	test -f $(KERNEL)
+
 install: $(STAMP)
+
+kernel: $(KERNEL)
 
 demo: $(STAMP)
 	$(VENV)/bin/fesurf run examples/malonaldehyde.toml
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+test: $(STAMP) $(KERNEL)
+	PLUMED_KERNEL=$(abspath $(KERNEL)) $(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache

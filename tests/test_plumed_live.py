@@ -27,11 +27,34 @@ KT = units.kB * 300.0 * units.mol / units.kJ  # kJ/mol
 
 
 def test_missing_kernel_error_says_what_to_install(monkeypatch):
+    import fesurf.plumed.live as live
+
     monkeypatch.delenv("PLUMED_KERNEL", raising=False)
-    with pytest.raises(InputError, match=r"PLUMED_KERNEL is not set.*libplumedKernel\.so.*conda install"):
+    monkeypatch.setattr(live, "_kernel_candidates", lambda: [("conda ($CONDA_PREFIX/lib)", "/no/conda/lib/libplumedKernel.so"),
+                                                              ("the hillclimber wheel", "/no/wheel/libplumedKernel.so")])
+    with pytest.raises(InputError, match=r"PLUMED_KERNEL \(not set\).*/no/conda/lib.*/no/wheel.*conda install"):
         find_kernel()
     with pytest.raises(InputError, match="does not exist"):
         PlumedBias("d: DISTANCE ATOMS=1,2", timestep=1.0, temperature=300.0, kernel="/no/libplumedKernel.so")
+    monkeypatch.setenv("PLUMED_KERNEL", "/no/env/libplumedKernel.so")
+    with pytest.raises(InputError, match=r"\$PLUMED_KERNEL\) does not exist"):
+        find_kernel()
+
+
+def test_kernel_lookup_order(monkeypatch, tmp_path):
+    import fesurf.plumed.live as live
+
+    first, second = tmp_path / "a" / "libplumedKernel.so", tmp_path / "b" / "libplumedKernel.so"
+    for f in (first, second):
+        f.parent.mkdir()
+        f.write_bytes(b"")
+    monkeypatch.setattr(live, "_kernel_candidates", lambda: [("one", str(tmp_path / "none.so")), ("two", str(first)),
+                                                              ("three", str(second))])
+    monkeypatch.setenv("PLUMED_KERNEL", str(second))
+    assert find_kernel(str(first)) == str(first)  # kernel= wins
+    assert find_kernel() == str(second)  # then $PLUMED_KERNEL
+    monkeypatch.delenv("PLUMED_KERNEL")
+    assert find_kernel() == str(first)  # then the first candidate that exists
 
 
 def _molecule(n_systems, gen):
@@ -295,3 +318,37 @@ def test_exported_cv_runs_in_plumed_pytorch_model(tmp_path):
     # float32 inside the model: relative precision ~1e-7 on d, so ~1e-6 relative on the bias and forces
     assert bias == pytest.approx(float(e_ref[0]), rel=1e-5)
     np.testing.assert_allclose(forces, f_ref.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@needs_kernel
+def test_plumed_sum_hills_tool_equals_fesurf_sum_hills(tmp_path):
+    # a fesurf-driven well-tempered METAD run through the kernel writes HILLS; the `plumed sum_hills` tool of
+    # the same install and fesurf's sum_hills must give the same FES on the same grid
+    import subprocess
+
+    from fesurf.plumed import plumed_tool
+
+    pot, _, s0 = _double_well_setup(1)
+    s0 = s0.replace(positions=s0.positions * 0 + torch.tensor([-10.0, 0.0, 0.0], dtype=torch.float64))
+    metad = ("p: POSITION ATOM=1 NOPBC\n"
+             "mtd: METAD ARG=p.x SIGMA=0.1 HEIGHT=1.2 PACE=50 BIASFACTOR=8 FILE=HILLS.{replica}\n")
+    bias = PlumedBias(metad, timestep=5.0, temperature=300.0, work_dir=tmp_path)
+    md = Langevin(Sum([pot, bias]), timestep=5.0, temperature=300.0, friction=0.005, seed=5, max_energy_change=10.0)
+    try:
+        md.run(s0, 4000)
+    finally:
+        bias.close()
+    exe, env = plumed_tool()
+    res = subprocess.run([exe, "sum_hills", "--hills", "HILLS.0", "--min", "-1.5", "--max", "1.5", "--bin", "300",
+                          "--outfile", "fes.dat"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    table = read_colvar(tmp_path / "fes.dat")
+    grid = np.asarray(table["p.x"])
+    assert grid.size == 301 and grid[0] == pytest.approx(-1.5) and grid[-1] == pytest.approx(1.5)
+    h = read_hills(tmp_path / "HILLS.0")
+    assert h.n_hills == 4000 // 50
+    ours = sum_hills(h, grid=[grid]).values
+    theirs = np.asarray(table["file.free"])
+    # both are -gamma/(gamma-1) V on the same points; PLUMED prints %f-ish precision (1e-6 kJ/mol here):
+    # compare after removing each one's constant
+    np.testing.assert_allclose(theirs - theirs.min(), ours - ours.min(), atol=1e-5)

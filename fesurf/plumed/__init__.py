@@ -23,7 +23,7 @@ from .fes import hills_bias, metad_ct, reweight_metad, sum_hills
 from .files import Hills, PlumedTable, read_colvar, read_hills
 from .inputs import (parse_plumed_input, plumed_cv_lines, read_window_input, read_windows_table,
                      umbrella_window_input, write_umbrella_inputs)
-from .live import PlumedBias, PlumedUmbrellaRecorder, find_kernel, kernel_status, plumed_ase_calculator
+from .live import PlumedBias, PlumedUmbrellaRecorder, find_kernel, kernel_status, plumed_ase_calculator, plumed_tool
 from .export import export_cv, export_module, export_potential
 
 __all__ = [
@@ -32,6 +32,6 @@ __all__ = [
     "read_window_input", "read_windows_table",
     "sampleset_from_colvar", "restraint_energies",
     "sum_hills", "hills_bias", "reweight_metad", "metad_ct",
-    "PlumedBias", "PlumedUmbrellaRecorder", "find_kernel", "kernel_status", "plumed_ase_calculator",
+    "PlumedBias", "PlumedUmbrellaRecorder", "find_kernel", "kernel_status", "plumed_ase_calculator", "plumed_tool",
     "export_cv", "export_potential", "export_module",
 ]

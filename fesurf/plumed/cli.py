@@ -71,7 +71,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_plumed_input)
 
 
-def _analyze_colvar(args) -> int:
+def _analyze_colvar(args):
     from ..estimators import compute_pmf
     from .external import sampleset_from_colvar
     from .inputs import read_window_input, read_windows_table
@@ -98,8 +98,7 @@ def _analyze_colvar(args) -> int:
             pmf.to_json(args.output)
         else:
             pmf.to_csv(args.output)
-    print(pmf.to_csv())
-    return 0
+    return 0, pmf.to_csv().rstrip("\n")
 
 
 def _floats(text, what):
@@ -109,7 +108,7 @@ def _floats(text, what):
         raise InputError(f"{what} {text!r} is not a number or comma-separated numbers") from None
 
 
-def _plumed_input(args) -> int:
+def _plumed_input(args):
     from .inputs import write_umbrella_inputs
 
     try:
@@ -124,5 +123,4 @@ def _plumed_input(args) -> int:
         raise InputError(f"--kappa gives {kappa.size} values; give one, or one per CV ({len(cvs)})")
     paths = write_umbrella_inputs(args.out, cvs, at, np.broadcast_to(kappa, at.shape), stride=args.stride,
                                   units=args.units)
-    print(f"wrote {len(paths)} PLUMED inputs and windows.dat to {args.out}")
-    return 0
+    return 0, f"wrote {len(paths)} PLUMED inputs and windows.dat to {args.out}"

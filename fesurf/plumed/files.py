@@ -135,7 +135,9 @@ def _open_text(source):
                          "in the directory PLUMED ran in)")
     if path.endswith(".gz"):
         return gzip.open(path, "rt"), path, True
-    return open(path, "r"), path, True
+    from ..io_checks import read_text
+
+    return io.StringIO(read_text(path, "PLUMED file")), path, True
 
 
 def _parse(source, kind: str, restart: str = "overwrite") -> PlumedTable:
@@ -144,6 +146,9 @@ def _parse(source, kind: str, restart: str = "overwrite") -> PlumedTable:
     fh, path, close = _open_text(source)
     try:
         text = fh.read()
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise InputError(f"PLUMED {kind} file {path!r} is not readable text ({type(exc).__name__}: {exc}); "
+                         "is it a PLUMED output file?") from None
     finally:
         if close:
             fh.close()

@@ -7,8 +7,9 @@ METAD) run batched. Add it to the physical potential with
 ``Sum([physical, PlumedBias(...)])`` and run any fesurf integrator.
 
 The PyPI ``plumed`` package is only the wrapper: it needs the PLUMED kernel
-``libplumedKernel.so``, found through ``kernel=`` or the ``PLUMED_KERNEL``
-environment variable (see :func:`find_kernel`).
+``libplumedKernel.so``, found through ``kernel=``, the ``PLUMED_KERNEL``
+environment variable, a conda or system PLUMED, or the kernel of the PyPI
+``hillclimber`` wheel (see :func:`find_kernel` for the order).
 
 Units: fesurf's (eV, Angstrom, fs, amu, e) are declared to PLUMED with
 ``setMDEnergyUnits`` (kJ/mol per eV), ``setMDLengthUnits`` (nm per Angstrom),
@@ -47,14 +48,15 @@ from ..state import State
 from ..units import KB, convert
 
 __all__ = ["PlumedBias", "PlumedUmbrellaRecorder", "find_kernel", "kernel_status", "plumed_ase_calculator",
-           "PLUMED_INSTALL_HINT"]
+           "plumed_tool", "PLUMED_INSTALL_HINT"]
 
 log = logging.getLogger(__name__)
 
 PLUMED_INSTALL_HINT = (
     "The `plumed` Python package is only the wrapper; it needs the PLUMED kernel library libplumedKernel.so. "
-    "Install PLUMED (e.g. `conda install -c conda-forge plumed`, or build it: ./configure --prefix=$HOME/plumed "
-    "&& make && make install) and point fesurf at it with `export PLUMED_KERNEL=/path/to/lib/libplumedKernel.so` "
+    "Install PLUMED (e.g. `conda install -c conda-forge plumed`; or the PLUMED 2.11 kernel inside the PyPI "
+    "`hillclimber` wheel: `pip install --no-deps --target $VIRTUAL_ENV/plumed-kernel hillclimber`; or build it: "
+    "./configure --prefix=$HOME/plumed && make && make install) and point fesurf at it with `export PLUMED_KERNEL=/path/to/lib/libplumedKernel.so` "
     "or pass kernel='/path/to/lib/libplumedKernel.so'.")
 
 #: PLUMED's MD-unit factors for fesurf's units (Angstrom, eV, fs, amu, e)
@@ -63,10 +65,47 @@ ENERGY_UNIT_KJMOL = convert(1.0, "eV", "kJ/mol")
 TIME_UNIT_PS = 1e-3
 
 
-def find_kernel(kernel: Optional[str] = None) -> str:
-    """Path of the PLUMED kernel: ``kernel`` if given, else ``$PLUMED_KERNEL``.
+#: where the make-test install puts the kernel of the PyPI ``hillclimber`` wheel (inside the venv)
+WHEEL_KERNEL_FOLDER = "plumed-kernel"
+_WHEEL_KERNEL = os.path.join("plumed", "_lib", "lib", "libplumedKernel.so")
+_SYSTEM_LIB_DIRS = ("/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/opt/plumed/lib")
 
-    Raises InputError with installation instructions when there is none.
+
+def _kernel_candidates():
+    """``(where, path)`` pairs in lookup order after ``kernel=`` and ``$PLUMED_KERNEL``."""
+    import shutil
+    import sys
+
+    out = []
+    conda = os.environ.get("CONDA_PREFIX")
+    if conda:
+        out.append(("conda ($CONDA_PREFIX/lib)", os.path.join(conda, "lib", "libplumedKernel.so")))
+    tool = shutil.which("plumed")
+    if tool:  # a system install: <prefix>/bin/plumed next to <prefix>/lib/libplumedKernel.so
+        prefix = os.path.dirname(os.path.dirname(os.path.realpath(tool)))
+        out.append((f"the plumed on PATH ({tool})", os.path.join(prefix, "lib", "libplumedKernel.so")))
+    out += [("system library folder", os.path.join(d, "libplumedKernel.so")) for d in _SYSTEM_LIB_DIRS]
+    out.append(("the hillclimber wheel installed by `make test`",
+                os.path.join(sys.prefix, WHEEL_KERNEL_FOLDER, _WHEEL_KERNEL)))
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("hillclimber")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        site = os.path.dirname(list(spec.submodule_search_locations)[0])
+        out.append(("the installed hillclimber wheel", os.path.join(site, _WHEEL_KERNEL)))
+    return out
+
+
+def find_kernel(kernel: Optional[str] = None) -> str:
+    """Path of the PLUMED kernel ``libplumedKernel.so``.
+
+    Lookup order: ``kernel`` if given; ``$PLUMED_KERNEL``; a conda PLUMED (``$CONDA_PREFIX/lib``); the
+    PLUMED whose ``plumed`` tool is on ``PATH``; the system library folders; the kernel of the PyPI
+    ``hillclimber`` wheel (PLUMED 2.11), either in ``<venv>/plumed-kernel`` where ``make test`` puts it or
+    installed as a package. Raises InputError naming everything it tried when none exists.
 
     >>> try:
     ...     find_kernel("/nonexistent/libplumedKernel.so")
@@ -74,13 +113,42 @@ def find_kernel(kernel: Optional[str] = None) -> str:
     ...     "does not exist" in str(e)
     True
     """
-    path = kernel or os.environ.get("PLUMED_KERNEL")
-    if not path:
-        raise InputError("no PLUMED kernel found: PLUMED_KERNEL is not set and no kernel= was given. "
-                         + PLUMED_INSTALL_HINT)
-    if not os.path.exists(path):
-        raise InputError(f"the PLUMED kernel {path!r} does not exist. " + PLUMED_INSTALL_HINT)
-    return str(path)
+    if kernel:
+        if not os.path.exists(kernel):
+            raise InputError(f"the PLUMED kernel {kernel!r} (kernel=) does not exist. " + PLUMED_INSTALL_HINT)
+        return str(kernel)
+    env = os.environ.get("PLUMED_KERNEL")
+    if env:
+        if not os.path.exists(env):
+            raise InputError(f"the PLUMED kernel {env!r} ($PLUMED_KERNEL) does not exist. " + PLUMED_INSTALL_HINT)
+        return env
+    tried = ["kernel= (not given)", "$PLUMED_KERNEL (not set)"]
+    for where, path in _kernel_candidates():
+        if os.path.exists(path):
+            return path
+        tried.append(f"{where}: {path}")
+    raise InputError("no PLUMED kernel found; tried " + "; ".join(tried) + ". " + PLUMED_INSTALL_HINT)
+
+
+def plumed_tool(kernel: Optional[str] = None):
+    """The ``plumed`` command-line tool of the same install as the kernel, with the environment it needs.
+
+    Returns ``(argv0, env)``: the path of the ``plumed`` executable and a copy of ``os.environ``
+    with ``PLUMED_ROOT`` and ``LD_LIBRARY_PATH`` set for it (the hillclimber wheel's tool needs both).
+    Raises InputError when the install has no tool.
+
+    >>> # exe, env = plumed_tool(); subprocess.run([exe, "sum_hills", "--hills", "HILLS"], env=env)
+    """
+    lib = os.path.dirname(os.path.realpath(find_kernel(kernel)))
+    env = dict(os.environ)
+    exe = os.path.join(os.path.dirname(lib), "bin", "plumed")  # <prefix>/lib/libplumedKernel.so, <prefix>/bin/plumed
+    if os.path.exists(exe):
+        root = os.path.join(lib, "plumed")
+        if os.path.isdir(root):
+            env["PLUMED_ROOT"] = root
+        env["LD_LIBRARY_PATH"] = lib + (os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+        return exe, env
+    raise InputError(f"the PLUMED install of kernel {lib} has no `plumed` tool next to it (looked for {exe})")
 
 
 def kernel_status(kernel: Optional[str] = None):
