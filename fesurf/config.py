@@ -14,8 +14,11 @@ Example
 from __future__ import annotations
 
 import copy
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 from .errors import InputError
 
@@ -25,84 +28,140 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 REQUIRED = object()
+NUMBER = (int, float)
 
-#: section -> key -> (type or tuple of types, default)
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default, unit, allowed values and what it means.
+
+    ``low``/``high`` bound numbers (and list items when ``item`` is a number type); ``low_open``
+    excludes ``low`` itself. ``choices`` lists the allowed strings. ``length`` fixes a list's length.
+    """
+
+    type: Any
+    default: Any
+    doc: str
+    unit: Optional[str] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    choices: Optional[tuple] = None
+    item: Any = None
+    length: Optional[int] = None
+    nullable: bool = False
+
+    def type_name(self) -> str:
+        names = {str: "string", int: "integer", list: "list", bool: "boolean (true or false)", NUMBER: "number"}
+        base = names.get(self.type, getattr(self.type, "__name__", str(self.type)))
+        if self.type is list and self.item is not None:
+            base = f"list of {names.get(self.item, 'values')}s"
+        return base + (" or none" if self.nullable else "")
+
+    def range_text(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.low is None and self.high is None:
+            return ""
+        lo = "" if self.low is None else (f"> {self.low:g}" if self.low_open else f">= {self.low:g}")
+        hi = "" if self.high is None else f"<= {self.high:g}"
+        return " and ".join(t for t in (lo, hi) if t)
+
+
+def _positive(doc, unit=None, default=REQUIRED, typ=NUMBER):
+    return Key(typ, default, doc, unit=unit, low=0, low_open=True)
+
+
+#: section -> key -> Key. The single source of truth: load_config checks it, the docs are generated from it.
 SCHEMA = {
     "run": {
-        "output": (str, "runs/fesurf"),
-        "temperature": ((int, float), 300.0),  # K
-        "seed": (int, 0),
-        "workers": (int, 1),  # processes for reference (QM) calls
+        "output": Key(str, "runs/fesurf", "run folder (relative to the config file)"),
+        "temperature": _positive("simulation temperature", "K", 300.0),
+        "seed": Key(int, 0, "seed of every stochastic step (MD noise, frame choice, training)", low=0),
+        "workers": Key(int, 1, "worker processes for reference (QM) calls (executor = processes, or auto with a "
+                       "slow oracle)", low=1, high=4096),
+        "executor": Key(str, "auto", 'where reference calls run: "auto" (in this process for ms-scale methods such '
+                        'as xTB, a pool of run.workers for DFT), "serial", "processes", or a Dask scheduler address '
+                        '("tcp://host:8786")'),
+        "threads": Key(int, None, "torch threads of the main process (default 1: batched small-system sampling is "
+                       "fastest on one thread)", low=1, high=4096, nullable=True),
     },
     "system": {
-        "structure": (str, REQUIRED),  # "builtin:malonaldehyde" or a file ase.io can read
-        "charge": ((int, float), 0),
-        "multiplicity": (int, 1),
+        "structure": Key(str, REQUIRED, '"builtin:malonaldehyde" or a structure file ase.io can read'),
+        "charge": Key(NUMBER, 0, "total charge", unit="e", low=-100, high=100),
+        "multiplicity": Key(int, 1, "spin multiplicity 2S+1", low=1, high=50),
     },
     "oracle": {
-        "method": (str, "GFN2-xTB"),  # GFN2-xTB, GFN1-xTB, or DFT (PySCF)
-        "xc": (str, "B3LYP"),
-        "basis": (str, "def2-SVP"),
+        "method": Key(str, "GFN2-xTB", "reference method", choices=("GFN2-xTB", "GFN1-xTB", "DFT")),
+        "xc": Key(str, "B3LYP", "exchange-correlation functional (method = DFT, PySCF)"),
+        "basis": Key(str, "def2-SVP", "basis set (method = DFT, PySCF)"),
     },
     "surrogate": {
-        "model": (str, ""),  # "builtin:malonaldehyde_committee", a .pt file, or "" to train
-        "n_members": (int, 4),
-        "hidden": (list, [32, 32]),
-        "dtype": (str, "float64"),
-        "compile": (bool, False),  # torch.compile the BP MD path (needs a C++ compiler; pays off in long runs)
+        "model": Key(str, "", '"builtin:malonaldehyde_committee", a .pt model file, or "" to generate, label and train'),
+        "n_members": Key(int, 4, "committee members (trained surrogate)", low=1, high=64),
+        "hidden": Key(list, [32, 32], "hidden layer widths of each member", item=int, low=1, high=4096),
+        "dtype": Key(str, "float64", "surrogate precision", choices=("float64", "float32")),
+        "compile": Key(bool, False, "torch.compile the BP MD path (needs a C++ compiler; pays off in long runs)"),
     },
     "generate": {
-        "temperatures": (list, [300.0, 600.0, 1000.0]),  # K
-        "frames_per_temperature": (int, 200),
-        "biased_frames_per_window": (int, 20),
-        "biased_windows": (int, 8),
-        "stride": (int, 10),
-        "timestep": ((int, float), 0.5),  # fs
+        "temperatures": Key(list, [300.0, 600.0, 1000.0], "temperatures of the reference MD that generates data",
+                            unit="K", item=NUMBER, low=0, low_open=True),
+        "frames_per_temperature": Key(int, 200, "frames kept per temperature", low=1),
+        "biased_frames_per_window": Key(int, 20, "frames kept per restrained window along the CV", low=0),
+        "biased_windows": Key(int, 8, "restrained windows along the CV", low=0),
+        "stride": Key(int, 10, "MD steps between kept frames", low=1),
+        "timestep": _positive("reference MD time step", "fs", 0.5),
     },
     "train": {
-        "epochs": (int, 200),
-        "max_time": ((int, float), 600.0),  # s
-        "force_weight": ((int, float), 0.005),
-        "validation_fraction": ((int, float), 0.1),
+        "epochs": Key(int, 200, "training epochs", low=1),
+        "max_time": Key(NUMBER, None, "optional wall-clock limit on training; when it stops training the model "
+                        "depends on the machine's speed (a warning says so). Default: none, epochs decide",
+                        unit="s", low=0, low_open=True, nullable=True),
+        "force_weight": Key(NUMBER, 0.005, "weight of the force loss relative to the energy loss", unit="A^2", low=0),
+        "validation_fraction": Key(NUMBER, 0.1, "fraction of frames held out for validation", low=0, low_open=True,
+                                   high=0.5),
     },
     "cv": {
-        "type": (str, REQUIRED),  # distance_difference, or a PLUMED name (DISTANCE, ANGLE, TORSION, ...)
-        "pairs": (list, None),
-        "atoms": (list, None),
+        "type": Key(str, REQUIRED, "distance_difference, or a PLUMED name (DISTANCE, ANGLE, TORSION, ...)"),
+        "pairs": Key(list, None, "for distance_difference: two atom pairs [[i, j], [k, l]] (0-based), "
+                     "CV = d(i, j) - d(k, l)", nullable=True),
+        "atoms": Key(list, None, "atom indices of a PLUMED-named CV (0-based)", item=int, low=0, nullable=True),
     },
     "umbrella": {
-        "range": (list, [-0.8, 0.8]),  # CV units
-        "n_windows": (int, 16),
-        "kappa": ((int, float), 2.0),
-        "kappa_unit": (str, "eV/A^2"),
-        "timestep": ((int, float), 0.5),  # fs
-        "friction": ((int, float), 0.02),  # 1/fs
-        "n_equilibration": (int, 1000),
-        "n_production": (int, 10000),
-        "stride": (int, 20),
-        "checkpoint_every": (int, 1000),
+        "range": Key(list, [-0.8, 0.8], "[low, high] of the window centres", unit="CV units", item=NUMBER, length=2),
+        "n_windows": Key(int, 16, "umbrella windows (all run in one batch)", low=2, high=100000),
+        "kappa": _positive("restraint force constant (0.5 kappa (s - s0)^2)", "kappa_unit", 2.0),
+        "kappa_unit": Key(str, "eV/A^2", "unit of kappa", choices=("eV/A^2", "kJ/mol/A^2", "kcal/mol/A^2", "kT/A^2")),
+        "timestep": _positive("MD time step", "fs", 0.5),
+        "friction": _positive("Langevin friction", "1/fs", 0.02),
+        "n_equilibration": Key(int, 1000, "MD steps discarded at the start of each window", unit="steps", low=0),
+        "n_production": Key(int, 10000, "MD steps recorded per window", unit="steps", low=1),
+        "stride": Key(int, 20, "MD steps between recorded frames", unit="steps", low=1),
+        "checkpoint_every": Key(int, 1000, "MD steps between checkpoints of samples.h5", unit="steps", low=1),
     },
     "pmf": {
-        "bins": (int, 30),
-        "range": (list, None),
+        "bins": Key(int, 30, "bins of the PMF along the CV", low=2, high=100000),
+        "range": Key(list, None, "[low, high] of the PMF (default: umbrella.range)", unit="CV units", item=NUMBER,
+                     length=2, nullable=True),
     },
     "reweight": {
-        "n_labels": (int, 200),  # labels (the first round's, when adaptive)
-        "estimator": (str, "wtp"),  # "wtp" (per-bin wTP) or "delta" (delta-learned dU + residual wTP)
-        "adaptive": (bool, False),
-        "target_sigma": ((int, float), 0.2),  # in analysis.unit
-        "budget": (int, 500),
-        "min_ess": ((int, float), 5.0),
-        "max_beta_sigma": ((int, float), 3.0),
+        "n_labels": Key(int, 200, "reference labels on sampled frames (the first round's, when adaptive)", low=2),
+        "estimator": Key(str, "wtp", '"wtp" (per-bin weighted thermodynamic perturbation) or "delta" '
+                         "(delta-learned correction + residual wTP)", choices=("wtp", "delta")),
+        "adaptive": Key(bool, False, "add labels in rounds until the barrier sigma reaches target_sigma"),
+        "target_sigma": _positive("barrier uncertainty to stop at (adaptive)", "analysis.unit", 0.2),
+        "budget": Key(int, 500, "most labels the adaptive rounds may use", low=2),
+        "min_ess": Key(NUMBER, 5.0, "bins with a smaller Kish effective sample size are flagged", low=1),
+        "max_beta_sigma": _positive("bins with a larger beta*sigma(dU) are flagged", "kT", 3.0),
     },
     "analysis": {
-        "unit": (str, "kcal/mol"),
-        "transmission": ((int, float), 1.0),
-        "rate_tolerance": ((int, float), 0.2),
+        "unit": Key(str, "kcal/mol", "energy unit of the results"),
+        "transmission": Key(NUMBER, 1.0, "transmission coefficient of the Eyring rate", low=0, low_open=True, high=1),
+        "rate_tolerance": _positive("relative rate tolerance for the barrier-precision estimate", None, 0.2),
     },
 }
 
-KAPPA_UNITS = {"eV/A^2": 1.0, "kJ/mol/A^2": None, "kcal/mol/A^2": None, "kT/A^2": None}
+KAPPA_UNITS = SCHEMA["umbrella"]["kappa_unit"].choices
 
 
 def _read(source):
@@ -111,9 +170,11 @@ def _read(source):
     path = Path(os.fspath(source))
     if not path.exists():
         raise InputError(f"config file {path} does not exist")
+    from .io_checks import read_text
+
+    text = read_text(path, "config file")
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh), path
+        return tomllib.loads(text), path
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path} is not valid TOML: {exc}") from None
 
@@ -137,53 +198,87 @@ def load_config(source) -> dict:
         if bad:
             raise InputError(f"unknown key '{section}.{bad[0]}'{where}; known keys in [{section}]: {', '.join(keys)}")
         cfg[section] = {}
-        for key, (typ, default) in keys.items():
+        for key, spec in keys.items():
             if key in given:
-                value = given[key]
-                if isinstance(value, bool) and typ is not bool:
-                    raise InputError(f"'{section}.{key}'{where} must be {_name(typ)}, got a boolean")
-                if not isinstance(value, typ):
-                    raise InputError(f"'{section}.{key}'{where} must be {_name(typ)}, got {value!r}")
-                cfg[section][key] = float(value) if typ == (int, float) else value
-            elif default is REQUIRED:
+                cfg[section][key] = _check_key(section, key, spec, given[key], where)
+            elif spec.default is REQUIRED:
                 raise InputError(f"missing required key '{section}.{key}'{where}")
             else:
-                cfg[section][key] = copy.deepcopy(default)
+                cfg[section][key] = copy.deepcopy(spec.default)
     _check_values(cfg, where, path)
     cfg["_path"] = None if path is None else str(path)
     return cfg
 
 
-def _name(typ):
-    if isinstance(typ, tuple):
-        return "a number"
-    return {str: "a string", int: "an integer", list: "a list", bool: "true or false"}.get(typ, typ.__name__)
+def _is(value, typ) -> bool:
+    if isinstance(value, bool):
+        return typ is bool
+    return isinstance(value, typ)
+
+
+def _check_key(section, key, spec: Key, value, where):
+    """The value of one key, checked against its Key (type, range, choices); InputError naming it."""
+    name = f"'{section}.{key}'{where}"
+    if value is None or (spec.nullable and value == []):
+        if spec.nullable:
+            return None
+        raise InputError(f"{name} must be a {spec.type_name()}, got nothing")
+    if not _is(value, spec.type):
+        got = "a boolean" if isinstance(value, bool) else repr(value)
+        raise InputError(f"{name} must be a {spec.type_name()}, got {got}")
+    if spec.type is list:
+        if spec.length is not None and len(value) != spec.length:
+            raise InputError(f"{name} must hold {spec.length} values, got {len(value)}")
+        if spec.item is not None:
+            for i, v in enumerate(value):
+                if not _is(v, spec.item):
+                    raise InputError(f"{name}[{i}] must be a {Key(spec.item, None, '').type_name()}, got {v!r}")
+                _check_range(f"{name}[{i}]", spec, v)
+            if spec.item == NUMBER:
+                value = [float(v) for v in value]
+        elif not value and not spec.nullable:
+            raise InputError(f"{name} must not be empty")
+        return value
+    if spec.type == NUMBER:
+        value = float(value)
+    if spec.choices is not None and value not in spec.choices:
+        raise InputError(f"{name} is {value!r}; use {spec.range_text()}")
+    if isinstance(value, (int, float)):
+        _check_range(name, spec, value)
+    return value
+
+
+def _check_range(name, spec: Key, value):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    bad = ((spec.low is not None and (value < spec.low or (spec.low_open and value == spec.low)))
+           or (spec.high is not None and value > spec.high))
+    if bad:
+        unit = f" ({spec.unit})" if spec.unit else ""
+        raise InputError(f"{name} must be {spec.range_text()}{unit}, got {value!r}")
 
 
 def _check_values(cfg, where, path):
     from .units import ENERGY_UNITS
 
-    if cfg["run"]["temperature"] <= 0:
-        raise InputError(f"'run.temperature'{where} must be positive (K)")
-    if cfg["umbrella"]["kappa_unit"] not in KAPPA_UNITS:
-        raise InputError(f"'umbrella.kappa_unit'{where} is {cfg['umbrella']['kappa_unit']!r}; "
-                         f"use one of {', '.join(KAPPA_UNITS)}")
-    if cfg["umbrella"]["kappa"] <= 0:
-        raise InputError(f"'umbrella.kappa'{where} must be positive")
+    ex = cfg["run"]["executor"]
+    if ex not in ("auto", "serial", "processes") and not ex.startswith(("tcp://", "tls://", "dask://", "ucx://")):
+        raise InputError(f"'run.executor'{where} is {ex!r}; use \"auto\", \"serial\", \"processes\" or a Dask "
+                         "scheduler address such as \"tcp://scheduler:8786\"")
     if cfg["analysis"]["unit"] not in ENERGY_UNITS:
         raise InputError(f"'analysis.unit'{where} is {cfg['analysis']['unit']!r}; use one of {', '.join(ENERGY_UNITS)}")
-    rng = cfg["umbrella"]["range"]
-    if len(rng) != 2 or not all(isinstance(v, (int, float)) for v in rng) or rng[0] >= rng[1]:
-        raise InputError(f"'umbrella.range'{where} must be [low, high] in CV units with low < high")
-    if cfg["umbrella"]["n_windows"] < 2:
-        raise InputError(f"'umbrella.n_windows'{where} must be >= 2")
-    if cfg["reweight"]["estimator"] not in ("wtp", "delta"):
-        raise InputError(f"'reweight.estimator'{where} is {cfg['reweight']['estimator']!r}; use 'wtp' (per-bin "
-                         "weighted thermodynamic perturbation) or 'delta' (delta-learned correction + residual wTP)")
+    for section in ("umbrella", "pmf"):
+        rng = cfg[section]["range"]
+        if rng is not None and not rng[0] < rng[1]:
+            raise InputError(f"'{section}.range'{where} must be [low, high] in CV units with low < high, got {rng}")
+    u = cfg["umbrella"]
+    if u["n_production"] < u["stride"]:
+        raise InputError(f"'umbrella.n_production'{where} ({u['n_production']}) is shorter than 'umbrella.stride' "
+                         f"({u['stride']}): no frame would be recorded")
+    if cfg["cv"]["type"] != "distance_difference" and not cfg["cv"]["atoms"]:
+        raise InputError(f"'cv.atoms'{where} is needed for cv.type = {cfg['cv']['type']!r} (0-based atom indices)")
     if cfg["reweight"]["adaptive"] and cfg["reweight"]["budget"] < cfg["reweight"]["n_labels"]:
         raise InputError(f"'reweight.budget'{where} must be at least 'reweight.n_labels' (the first round)")
-    if cfg["oracle"]["method"] not in ("GFN2-xTB", "GFN1-xTB", "DFT"):
-        raise InputError(f"'oracle.method'{where} is {cfg['oracle']['method']!r}; use GFN2-xTB, GFN1-xTB or DFT")
     for section, key, hint in (("surrogate", "model", " (leave it empty to train)"), ("system", "structure", "")):
         value = cfg[section][key]
         if value and not value.startswith("builtin:"):
@@ -195,8 +290,11 @@ def _check_values(cfg, where, path):
             cfg[section][key] = str(p)
     if cfg["cv"]["type"] == "distance_difference":
         pairs = cfg["cv"]["pairs"]
-        if not (isinstance(pairs, list) and len(pairs) == 2 and all(isinstance(p, list) and len(p) == 2 for p in pairs)):
-            raise InputError(f"'cv.pairs'{where} must be two atom pairs, e.g. [[0, 5], [4, 5]]")
+        ok = (isinstance(pairs, list) and len(pairs) == 2
+              and all(isinstance(p, list) and len(p) == 2 and all(_is(i, int) and i >= 0 for i in p) for p in pairs))
+        if not ok:
+            raise InputError(f"'cv.pairs'{where} must be two pairs of 0-based atom indices, e.g. [[0, 5], [4, 5]]; "
+                             f"got {pairs!r}")
 
 
 def kappa_in_ev(cfg) -> float:

@@ -30,6 +30,10 @@ from .errors import InputError
 
 MAX_Z = len(chemical_symbols) - 1
 
+#: two atoms of one system closer than this (Angstrom) make a State invalid: they are almost certainly a
+#: duplicated or mistyped coordinate, and every potential is singular or meaningless there.
+MIN_ATOM_DISTANCE = 0.1
+
 
 def _as_tensor(value, dtype, name):
     try:
@@ -54,6 +58,8 @@ class State:
     pbc : [n_systems, 3] bool tensor, optional (default: False everywhere)
     charge : [n_systems] tensor, e (default 0)
     multiplicity : [n_systems] integer tensor, 2S+1 (default 1)
+    check_distances : refuse two atoms of one system closer than :data:`MIN_ATOM_DISTANCE` (0.1 A);
+        pass False for model particles that are not atoms (analytic model potentials)
 
     Build one with :meth:`from_atoms` or the constructor; it validates its input
     and raises :class:`~fesurf.errors.InputError` with a fix. Use
@@ -70,6 +76,7 @@ class State:
     charge: Optional[torch.Tensor] = None
     multiplicity: Optional[torch.Tensor] = None
     validate: bool = True
+    check_distances: bool = True
 
     def __post_init__(self):
         if self.validate:
@@ -134,21 +141,77 @@ class State:
                 c = c.expand(ns, 3, 3).clone()
             if c.shape != (ns, 3, 3):
                 raise InputError(f"cell must have shape [n_systems={ns}, 3, 3] or [3, 3], got {tuple(c.shape)}")
+            if not torch.isfinite(c).all():
+                raise InputError("cell contains NaN or inf; give finite lattice vectors (rows, Angstrom)")
             self.cell = c
         pbc = torch.zeros(ns, 3, dtype=torch.bool) if self.pbc is None else _as_tensor(self.pbc, torch.bool, "pbc")
-        if pbc.shape == (3,):
+        if pbc.ndim == 0 or pbc.shape == (3,):
             pbc = pbc.expand(ns, 3).clone()
         if pbc.shape != (ns, 3):
-            raise InputError(f"pbc must have shape [n_systems={ns}, 3] or [3], got {tuple(pbc.shape)}")
+            raise InputError(f"pbc must be a bool, or have shape [n_systems={ns}, 3] or [3], got {tuple(pbc.shape)}")
         if pbc.any() and self.cell is None:
             raise InputError("pbc is set but no cell was given; pass cell= (Angstrom) or set pbc=False")
         self.pbc = pbc
+        if pbc.any():
+            self._check_cells()
 
-        self.charge = self._per_system(self.charge, 0.0, dtype, ns, "charge")
-        mult = self._per_system(self.multiplicity, 1, torch.long, ns, "multiplicity")
+        charge = self._per_system(self.charge, 0.0, torch.float64, ns, "charge")
+        if not torch.isfinite(charge).all():
+            raise InputError(f"charge must be finite (e), got {charge.tolist()[:10]}")
+        self.charge = charge.to(dtype)
+        mult = self._per_system(self.multiplicity, 1, torch.float64, ns, "multiplicity")
+        if not torch.isfinite(mult).all() or (mult != torch.round(mult)).any():
+            raise InputError(f"multiplicity is 2S+1, a whole number >= 1; got {mult.tolist()[:10]}")
         if (mult < 1).any():
             raise InputError("multiplicity is 2S+1 and must be >= 1")
-        self.multiplicity = mult
+        self.multiplicity = mult.long()
+        if self.check_distances:
+            self._check_distances()
+
+    def _check_cells(self):
+        """Every periodic direction needs a lattice vector, and those vectors must span a volume."""
+        for k in torch.nonzero(self.pbc.any(dim=1)).flatten().tolist():
+            rows = self.cell[k][self.pbc[k]].double()
+            gram = torch.linalg.det(rows @ rows.T)
+            scale = float((rows.norm(dim=1) ** 2).prod()) or 1.0
+            if not float(gram) > 1e-10 * scale:
+                raise InputError(f"the cell of system {k} is singular (zero volume or length along a periodic "
+                                 f"direction: vectors {self.cell[k].tolist()}, pbc {self.pbc[k].tolist()}); give "
+                                 "linearly independent lattice vectors, or set pbc=False along empty directions")
+
+    def _check_distances(self):
+        """No two atoms of one system closer than :data:`MIN_ATOM_DISTANCE` (minimum image with pbc)."""
+        from .neighbors import neighbor_pairs
+
+        counts = self.atoms_per_system
+        if int(counts.max()) < 2:
+            return
+        mixed = bool((self.pbc.any(dim=1) & ~self.pbc.all(dim=1)).any())
+        if mixed:  # slabs and wires: ASE's neighbour list handles partial periodicity
+            from ase.neighborlist import neighbor_list
+
+            hits = []
+            for k, a in enumerate(self.to_atoms()):
+                i, j, d = neighbor_list("ijd", a, MIN_ATOM_DISTANCE)
+                if len(i):
+                    hits.append((k, int(i[0]), int(j[0]), float(d[0])))
+            if hits:
+                k, i, j, d = hits[0]
+                self._too_close(k, min(i, j), max(i, j), d)
+            return
+        pairs = neighbor_pairs(self, MIN_ATOM_DISTANCE)
+        if pairs.i.numel():
+            vec = pairs.vectors(self.positions, self.cell, self.system_index)
+            d = float(vec[0].norm())
+            k = int(self.system_index[pairs.i[0]])
+            start = int(torch.nonzero(self.system_index == k)[0])
+            self._too_close(k, int(pairs.i[0]) - start, int(pairs.j[0]) - start, d)
+
+    @staticmethod
+    def _too_close(system, i, j, distance):
+        raise InputError(f"atoms {i} and {j} of system {system} are {distance:.3f} A apart (closer than "
+                         f"{MIN_ATOM_DISTANCE} A): a duplicated or mistyped coordinate; fix the structure (for model particles "
+                         "that are not atoms, pass check_distances=False)")
 
     @staticmethod
     def _per_system(value, default, dtype, ns, name):

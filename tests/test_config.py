@@ -29,7 +29,7 @@ def with_(section, **kw):
     (with_("umbrella", range=[1.0, -1.0]), "'umbrella.range'"),
     (with_("oracle", method="CCSD(T)"), "'oracle.method'"),
     (with_("reweight", estimator="exp"), "'reweight.estimator'.*'wtp'.*'delta'"),
-    (with_("surrogate", compile="yes"), "'surrogate.compile' must be true or false"),
+    (with_("surrogate", compile="yes"), "'surrogate.compile' must be a boolean"),
     (with_("reweight", adaptive=True, n_labels=100, budget=50), "'reweight.budget'"),
     (with_("surrogate", model="builtin:no_such_committee"), None),
 ])

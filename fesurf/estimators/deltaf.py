@@ -25,7 +25,7 @@ import numpy as np
 
 from .._pymbar import pymbar
 from ..errors import InputError
-from .diagnostics import build_mbar, overlap_diagnostics, prepare
+from .diagnostics import build_mbar, overlap_diagnostics, prepare, pymbar_errors
 from .free_energy import FreeEnergy
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ def delta_f(samples, method: str = "MBAR", *, from_state: int = 0, to_state: int
     method = method.upper()
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if samples.n_states < 2:
+        raise InputError(f"a free-energy difference needs at least two states; this SampleSet has "
+                         f"{samples.n_states} (one state: an unbiased run, use compute_pmf for its profile)")
     i, j = _state(samples, from_state, "from_state"), _state(samples, to_state, "to_state")
     prep = prepare(samples, equilibrate=equilibrate, decorrelate=decorrelate, observable=observable)
     T = samples.temperature
@@ -110,7 +113,8 @@ def delta_f(samples, method: str = "MBAR", *, from_state: int = 0, to_state: int
         return FreeEnergy(0.0, 0.0, unit="kT", temperature=T, method=method, diagnostics=diag).to(unit)
 
     if method == "MBAR":
-        res = mbar.compute_free_energy_differences()
+        with pymbar_errors("MBAR free-energy differences"):
+            res = mbar.compute_free_energy_differences()
         value, err = res["Delta_f"][i, j], res["dDelta_f"][i, j]
         diag["f_k"] = res["Delta_f"][0]
         diag["df_k"] = res["dDelta_f"][0]
@@ -121,11 +125,12 @@ def delta_f(samples, method: str = "MBAR", *, from_state: int = 0, to_state: int
         value, var, steps = 0.0, 0.0, []
         for a, b in zip(path[:-1], path[1:]):
             w_f = own[a][b] - own[a][a]
-            if method == "BAR":
-                w_r = own[b][a] - own[b][b]
-                r = pymbar.bar(w_f, w_r)
-            else:
-                r = pymbar.exp(w_f)
+            with pymbar_errors(f"{method} between states {a} and {b}"):
+                if method == "BAR":
+                    w_r = own[b][a] - own[b][b]
+                    r = pymbar.bar(w_f, w_r)
+                else:
+                    r = pymbar.exp(w_f)
             value += r["Delta_f"]
             var += r["dDelta_f"] ** 2
             steps.append({"from": a, "to": b, "Delta_f": r["Delta_f"], "dDelta_f": r["dDelta_f"]})

@@ -9,6 +9,7 @@ users can filter or escalate them (``warnings.simplefilter("error", OverlapWarni
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._pymbar import pymbar, timeseries
-from ..errors import InputError
+from ..errors import InputError, SimulationError
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,27 @@ def _remember(key, f_k) -> None:
     _SOLVED_F_K[key] = np.array(f_k, dtype=np.float64)
 
 
+@contextlib.contextmanager
+def pymbar_errors(what: str):
+    """Translate pymbar's (and numpy's) failures inside the block into fesurf errors that say what to do.
+
+    A rejected input is an :class:`~fesurf.errors.InputError`; a solver breakdown (singular matrices,
+    non-finite free energies) is a :class:`~fesurf.errors.SimulationError`, because it means the sampled
+    states do not overlap or hold too few frames.
+    """
+    try:
+        yield
+    except (InputError, SimulationError):
+        raise
+    except pymbar.utils.ParameterError as exc:
+        raise InputError(f"{what}: pymbar rejected the data ({exc})") from None
+    except (np.linalg.LinAlgError, FloatingPointError, ZeroDivisionError, IndexError, KeyError, ValueError) as exc:
+        raise SimulationError(
+            f"{what} failed inside pymbar ({type(exc).__name__}: {str(exc)[:200]}). This happens when the states "
+            "do not overlap, a state holds too few frames, or a bin holds none: check the overlap matrix "
+            "(fesurf.estimators.overlap_diagnostics), add or widen windows, sample longer, or use fewer bins") from None
+
+
 def build_mbar(u_kn, N_k, initial_f_k=None):
     """``pymbar.MBAR`` with fesurf's settings: ``solver_protocol="robust"``, BAR initialisation.
 
@@ -223,10 +245,14 @@ def build_mbar(u_kn, N_k, initial_f_k=None):
         kwargs["initialize"] = "BAR"
     else:
         kwargs["initial_f_k"] = np.asarray(initial_f_k, dtype=np.float64)
-    try:
-        mbar = pymbar.MBAR(np.asarray(u_kn, dtype=np.float64), np.asarray(N_k, dtype=np.int64), **kwargs)
-    except pymbar.utils.ParameterError as exc:
-        raise InputError(f"pymbar rejected the data: {exc}") from None
+    u = np.asarray(u_kn, dtype=np.float64)
+    if not np.all(np.isfinite(u)):
+        raise InputError("u_kn holds NaN or inf reduced potentials; drop the frames whose energies failed")
+    with pymbar_errors("MBAR"):
+        mbar = pymbar.MBAR(u, np.asarray(N_k, dtype=np.int64), **kwargs)
+    if not np.all(np.isfinite(mbar.f_k)):
+        raise SimulationError("MBAR gave non-finite free energies: the states do not overlap; add windows between "
+                              "them, widen them or sample longer")
     if key and solved is None:  # a caller-seeded solve (a bootstrap replicate) is not kept for reuse
         _remember(key, mbar.f_k)
     return mbar
@@ -244,7 +270,12 @@ def overlap_diagnostics(mbar, *, threshold: float = OVERLAP_THRESHOLD, ess_thres
     """
     from scipy.sparse.csgraph import connected_components
 
-    ov = mbar.compute_overlap()
+    if mbar.N_k.size == 1:  # one state (an unbiased run): nothing to overlap with
+        ess = np.asarray(mbar.compute_effective_sample_number(), dtype=np.float64)
+        return {"overlap_matrix": np.ones((1, 1)), "neighbour_overlap": np.zeros(0), "overlap_groups": [[0]],
+                "kish_ess": ess, "overlap_scalar": 1.0}
+    with pymbar_errors("the MBAR overlap matrix"):
+        ov = mbar.compute_overlap()
     O = np.asarray(ov["matrix"], dtype=np.float64)
     ess = np.asarray(mbar.compute_effective_sample_number(), dtype=np.float64)
     sampled = np.where(mbar.N_k > 0)[0]

@@ -15,6 +15,7 @@ Example
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import warnings
 
@@ -23,7 +24,7 @@ from scipy.special import logsumexp
 
 from .._pymbar import pymbar
 from ..errors import InputError
-from .diagnostics import (ESS_THRESHOLD, EffectiveSampleSizeWarning, build_mbar, kish_ess, remember_f_k,
+from .diagnostics import (pymbar_errors, ESS_THRESHOLD, EffectiveSampleSizeWarning, build_mbar, kish_ess, remember_f_k,
                           solved_f_k,
                           overlap_diagnostics, prepare)
 from .free_energy import FreeEnergy
@@ -187,6 +188,12 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
     frames = prep.frames
     x, u_kn, u_n = cv_all[frames], u_all[:, frames], u_target_all[frames]
     edges = _edges(x, bins, range)
+    inside = np.all([(x[:, a] >= e[0]) & (x[:, a] <= e[-1]) for a, e in enumerate(edges)], axis=0)
+    if not inside.any():
+        lims = [(float(e[0]), float(e[-1])) for e in edges]
+        have = [(float(x[:, a].min()), float(x[:, a].max())) for a in builtins.range(x.shape[1])] if x.size else []
+        raise InputError(f"no frames fall inside the PMF range {lims} (the frames span {have}); widen range= or "
+                         "check the CV column")
     centres = [0.5 * (e[1:] + e[:-1]) for e in edges]
     mesh = np.stack([m.reshape(-1) for m in np.meshgrid(*centres, indexing="ij")], axis=1)
     shape = tuple(c.size for c in centres)
@@ -199,20 +206,21 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
         order = [1, 0] if swap else list(np.arange(len(edges)))
         f0 = solved_f_k(u_kn, prep.N_k)
         start = dict(initialize="BAR") if f0 is None else dict(initial_f_k=f0, maximum_iterations=0)
-        fes = pymbar.FES(u_kn, prep.N_k, mbar_options=dict(solver_protocol="robust", **start))
-        remember_f_k(u_kn, prep.N_k, fes.mbar.f_k)
-        fes.generate_fes(u_n, x[:, order], fes_type="histogram",
-                         histogram_parameters={"bin_edges": [edges[a] for a in order]})
-        mesh_o = mesh[:, order]
-        # pymbar's "from-lowest" may pick a group of samples outside the requested range as the
-        # reference; refer values and σ to the lowest bin inside the grid instead.
-        first = fes.get_fes(mesh_o, reference_point="from-lowest", uncertainty_method=None)["f_i"]
-        if not np.isfinite(first).any():
-            raise InputError("no sample falls inside the PMF range; widen range= or check the CV column")
-        ref_point = mesh_o[int(np.nanargmin(first))]
-        res = fes.get_fes(mesh_o, reference_point="from-specified",
-                          fes_reference=ref_point if len(order) == 2 else float(ref_point[0]),
-                          uncertainty_method="analytical" if uncertainty == "analytical" else None)
+        with pymbar_errors("the MBAR PMF"):
+            fes = pymbar.FES(u_kn, prep.N_k, mbar_options=dict(solver_protocol="robust", **start))
+            remember_f_k(u_kn, prep.N_k, fes.mbar.f_k)
+            fes.generate_fes(u_n, x[:, order], fes_type="histogram",
+                             histogram_parameters={"bin_edges": [edges[a] for a in order]})
+            mesh_o = mesh[:, order]
+            # pymbar's "from-lowest" may pick a group of samples outside the requested range as the
+            # reference; refer values and σ to the lowest bin inside the grid instead.
+            first = fes.get_fes(mesh_o, reference_point="from-lowest", uncertainty_method=None)["f_i"]
+            if not np.isfinite(first).any():
+                raise InputError("no sample falls inside the PMF range; widen range= or check the CV column")
+            ref_point = mesh_o[int(np.nanargmin(first))]
+            res = fes.get_fes(mesh_o, reference_point="from-specified",
+                              fes_reference=ref_point if len(order) == 2 else float(ref_point[0]),
+                              uncertainty_method="analytical" if uncertainty == "analytical" else None)
         shape_o = tuple(shape[a] for a in order)
         values = res["f_i"].reshape(shape_o)
         sig = res.get("df_i")

@@ -304,7 +304,7 @@ def _systematic_pps(pi, rng):
 
 
 def choose_frames(samples, n_labels: int, *, cv: int = 0, bins=30, range=None, exclude=(), seed: int = 0,
-                  decorrelate: bool = False, bin_weights=None, frame_log_size=None):
+                  decorrelate: bool = False, bin_weights=None, frame_log_size=None, allow_fewer: bool = False):
     """Stratified random choice of frames to label: spread evenly over CV bins, uniform within each.
 
     Candidates are the equilibrated frames (``pymbar.timeseries`` detection), all of them by default:
@@ -321,9 +321,11 @@ def choose_frames(samples, n_labels: int, *, cv: int = 0, bins=30, range=None, e
     probability proportional to size (PPS, capped at 1), so labelled frames
     carry near-equal weights in that ensemble; the count per bin is the quota
     and the returned probabilities are exact (Horvitz–Thompson).
+    Asking for more labels than there are candidate frames inside the bins is an InputError, unless
+    ``allow_fewer`` (then every candidate is taken).
     """
-    if int(n_labels) < 1:
-        raise InputError("n_labels must be >= 1")
+    if isinstance(n_labels, bool) or not isinstance(n_labels, (int, np.integer)) or int(n_labels) < 1:
+        raise InputError(f"n_labels must be a whole number >= 1, got {n_labels!r}")
     prep = prepare(samples, decorrelate=decorrelate)
     cand = np.setdiff1d(prep.frames, np.asarray(exclude, dtype=np.int64))
     if cand.size == 0:
@@ -339,6 +341,10 @@ def choose_frames(samples, n_labels: int, *, cv: int = 0, bins=30, range=None, e
     if want.shape != sizes.shape or not np.isfinite(want).all():
         raise InputError(f"bin_weights must hold {sizes.size} finite values, one per bin")
     want = np.where(sizes > 0, want, 0.0)
+    if int(n_labels) > int(sizes.sum()) and not allow_fewer:
+        raise InputError(f"asked for {int(n_labels)} labels but only {int(sizes.sum())} frames (equilibrated, inside "
+                         f"the bins{', not excluded' if len(exclude) else ''}) are candidates; ask for fewer labels, "
+                         "widen range= or sample longer")
     quota = np.zeros(len(groups), np.int64)
     remaining = min(int(n_labels), int(sizes.sum()))
     while remaining > 0:  # hand labels out by weight, never more than a bin's candidates
@@ -411,7 +417,7 @@ def adaptive_reweight(samples, label, *, target_sigma: float, budget: int, initi
     while tried.size < budget:
         n_new = min(initial if rnd == 0 else per_round, budget - tried.size)
         frames, _ = choose_frames(samples, n_new, cv=cv, bins=bins, range=range, exclude=tried,
-                                  seed=seed + rnd, bin_weights=weights)
+                                  seed=seed + rnd, bin_weights=weights, allow_fewer=True)
         values, ok, reasons = label(frames)
         values, ok = np.asarray(values, float), np.asarray(ok, bool)
         for f, good, why in zip(frames, ok, reasons):

@@ -353,6 +353,10 @@ class SampleSet:
                 arr = arr[:, None]
             if arr.shape != want:
                 raise InputError(f"{name} must have shape {want}, got {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                bad = int(np.nonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0][0])
+                raise InputError(f"{name} of new frame {bad} is NaN or inf; a failed or blown-up frame must not enter "
+                                 "a SampleSet (drop the frame)")
             data[name] = arr
         for name, arr in data.items():
             ds = self._f[name]

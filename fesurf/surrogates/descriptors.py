@@ -47,6 +47,22 @@ def _int_power(x: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
+def check_elements(elements) -> list:
+    """Sorted distinct atomic numbers (1..118) of a model; InputError naming the bad entry otherwise."""
+    try:
+        zs = [int(z) for z in elements]
+    except (TypeError, ValueError):
+        raise InputError(f"elements must be atomic numbers (integers 1..118), got {elements!r}") from None
+    if not zs:
+        raise InputError("elements must be a non-empty list of atomic numbers")
+    bad = [z for z in zs if not 1 <= z <= 118]
+    if bad:
+        raise InputError(f"unknown element(s) {bad}: atomic numbers must be 1..118")
+    if len(set(zs)) != len(zs):
+        raise InputError(f"elements must be distinct, got {zs}")
+    return sorted(zs)
+
+
 class ACSF(torch.nn.Module):
     """Element-resolved G2 + G5 symmetry functions.
 
@@ -65,9 +81,7 @@ class ACSF(torch.nn.Module):
                  angular_cutoff: float = 4.0, angular_shifts: Sequence[float] = (1.2, 2.2, 3.2),
                  angular_eta: float = 1.0, zetas: Sequence[float] = (1.0, 4.0), lambdas: Sequence[float] = (1.0, -1.0)):
         super().__init__()
-        elements = sorted(int(z) for z in elements)
-        if not elements or len(set(elements)) != len(elements):
-            raise InputError("elements must be a non-empty list of distinct atomic numbers")
+        elements = check_elements(elements)
         if not 0 < angular_cutoff <= cutoff:
             raise InputError("need 0 < angular_cutoff <= cutoff (Angstrom)")
         self.elements = elements

@@ -350,14 +350,25 @@ def load_diabatic_model(path) -> DiabaticModel:
 
     >>> # model = load_diabatic_model("h3.pt")
     """
-    blob = torch.load(path, weights_only=True)
-    cfg = json.loads(blob["config"])
-    rep_cfg = dict(cfg["representation"])
-    cls = _FRONT_ENDS.get(rep_cfg.pop("type"))
+    from .io import check_finite_parameters, read_weights_file
+
+    blob = read_weights_file(path, "diabatic model file")
+    try:
+        cfg = json.loads(blob["config"])
+        rep_cfg = dict(cfg["representation"])
+        kind = rep_cfg.pop("type")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path} is not a fesurf diabatic model file (config: {exc})") from None
+    cls = _FRONT_ENDS.get(kind)
     if cls is None:
-        raise InputError(f"unknown representation in {path}; known: {sorted(_FRONT_ENDS)}")
-    model = DiabaticModel(cls(**rep_cfg), cfg["n_states"], cfg["hidden"])
-    model.load_state_dict(blob["state_dict"])
+        raise InputError(f"unknown representation {kind!r} in {path}; known: {sorted(_FRONT_ENDS)}")
+    try:
+        model = DiabaticModel(cls(**rep_cfg), cfg["n_states"], cfg["hidden"])
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{path}: the stored weights do not match its config ({str(exc).splitlines()[0][:200]})") \
+            from None
+    check_finite_parameters(model, path)
     return model
 
 

@@ -40,6 +40,10 @@ def model_from_config(config: dict):
         return SchNet(**cfg)
     if kind == "Committee":
         return Committee([model_from_config(c) for c in cfg["members"]])
+    if kind == "LongRangeModel":
+        from .long_range import LongRangeModel
+
+        return LongRangeModel(**cfg)
     raise InputError(f"unknown model type {kind!r} in the config")
 
 
@@ -54,25 +58,85 @@ def save_model(model, path, metadata: dict | None = None) -> None:
     path.with_suffix(".json").write_text(json.dumps({"config": config, "metadata": metadata or {}}, indent=1))
 
 
-def load_model(path, return_metadata: bool = False):
-    """Load a model written by :func:`save_model` (``weights_only=True``; pickled objects are refused)."""
+def read_weights_file(path, what: str = "model file") -> dict:
+    """``torch.load(path, weights_only=True)`` with errors that say what is wrong with the file.
+
+    A missing, truncated, foreign or pickle-carrying file is an InputError naming it.
+    """
+    import zipfile
+
     path = Path(path)
     if not path.exists():
-        raise InputError(f"model file {path} does not exist")
+        raise InputError(f"{what} {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise InputError(f"refused to load {path}: it holds objects other than tensors and plain data "
-                         f"(weights_only loading failed: {str(exc).splitlines()[0]}). Only load model files "
-                         "written by fesurf.surrogates.save_model from a source you trust.") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(f"{path} is not a fesurf surrogate file (format {FORMAT})")
-    model = model_from_config(json.loads(payload["config"]))
-    model = model.to(getattr(torch, payload.get("dtype", "float64")))
-    model.load_state_dict(payload["state_dict"])
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if "Weights only load failed" in first or "GLOBAL" in str(exc):
+            raise InputError(f"refused to load {path}: it holds objects other than tensors and plain data, so it "
+                             "is not a fesurf model file. Only load files written by fesurf.surrogates.save_model "
+                             "from a source you trust.") from None
+        raise InputError(f"{path} is not a fesurf {what} (not a torch file: {first[:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} is not a readable fesurf {what}: it is truncated, damaged or of another kind "
+                         f"({reason})") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path} is not a fesurf {what} (it holds a {type(payload).__name__}, not a dict)")
+    return payload
+
+
+def check_finite_parameters(model, path) -> None:
+    """InputError when any parameter or buffer of ``model`` (loaded from ``path``) is NaN or inf."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise InputError(f"{path}: the weights hold non-finite values (NaN or inf) in {name}; the model was "
+                             "saved after a diverged training run. Retrain it or use an earlier checkpoint")
+
+
+def load_model(path, return_metadata: bool = False):
+    """Load a model written by :func:`save_model` (``weights_only=True``; pickled objects are refused).
+
+    A truncated or foreign file, a config that does not match the stored weights, or non-finite weights
+    raise :class:`~fesurf.errors.InputError` naming the file.
+
+    >>> # model = load_model("committee.pt")
+    """
+    payload = read_weights_file(path)
+    if payload.get("format") != FORMAT:
+        raise InputError(f"{path} is not a fesurf surrogate file (format {FORMAT}; found "
+                         f"{payload.get('format', 'no format key')!r})")
+    try:
+        config = json.loads(payload["config"])
+        metadata = json.loads(payload.get("metadata", "{}"))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: its config is missing or not valid JSON ({exc}); the file is damaged") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: its config is not a JSON object; the file is damaged")
+    try:
+        model = model_from_config(config)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: its config cannot build a model ({type(exc).__name__}: {exc})") from None
+    dtype = payload.get("dtype", "float64")
+    if dtype not in ("float64", "float32"):
+        raise InputError(f"{path}: unknown dtype {dtype!r} (float64 or float32)")
+    model = model.to(getattr(torch, dtype))
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise InputError(f"{path} holds no state_dict; the file is damaged")
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:4] or lines[:1])[:300]
+        raise InputError(f"{path}: the stored weights do not match its config ({detail}); the file was edited or "
+                         "written by an incompatible version") from None
+    check_finite_parameters(model, path)
     model.eval()
     if return_metadata:
-        return model, json.loads(payload["metadata"])
+        return model, metadata
     return model
 
 

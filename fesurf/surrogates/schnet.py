@@ -63,9 +63,11 @@ class SchNet(AtomisticModel):
     def __init__(self, elements: Sequence[int], features: int = 32, n_interactions: int = 3, n_rbf: int = 20,
                  cutoff: float = 5.0, seed: int = 0):
         super().__init__()
-        elements = sorted(int(z) for z in elements)
-        if not elements:
-            raise InputError("elements must be a non-empty list of atomic numbers")
+        from .descriptors import check_elements
+
+        elements = check_elements(elements)
+        if int(features) < 1 or int(n_interactions) < 0 or int(n_rbf) < 1 or not float(cutoff) > 0:
+            raise InputError("SchNet needs features >= 1, n_interactions >= 0, n_rbf >= 1 and cutoff > 0 (Angstrom)")
         torch.manual_seed(int(seed))
         self.elements, self.features, self.n_interactions = elements, int(features), int(n_interactions)
         self.n_rbf, self.cutoff, self.seed = int(n_rbf), float(cutoff), int(seed)

@@ -54,10 +54,9 @@ def read_frames(path, index=":") -> list[Atoms]:
     """Read an extxyz(.gz) dataset; every frame must have energy and forces."""
     import ase.io
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"dataset file {path} does not exist")
-    return ase.io.read(str(path), index=index, format="extxyz")
+    from ..io_checks import read_structures
+
+    return read_structures(path, index=index, format="extxyz", what="dataset file")
 
 
 @dataclass
@@ -75,6 +74,57 @@ class Dataset:
     charge: torch.Tensor
     multiplicity: torch.Tensor
     info: list
+    # --- optional reference charges and dipoles (long-range training; see _validate_moments) ---
+    #: [n_atoms] reference atomic charges (e), e.g. tblite's Mulliken charges, or None
+    atom_charges: torch.Tensor | None = None
+    #: [n_frames, 3] reference dipole moments (e*A, about the coordinate origin), or None
+    dipole: torch.Tensor | None = None
+
+    #: the units every Dataset is stored in; an npz file that declares others is refused
+    UNITS = {"energy": "eV", "forces": "eV/A", "positions": "A", "charge": "e"}
+
+    def __post_init__(self):
+        self.validate()
+        self._validate_moments()
+
+    def _validate_moments(self) -> None:
+        """Reference charges [n_atoms] and dipoles [n_frames, 3], when present, are finite and fit."""
+        for name, arr, shape in (("atom_charges", self.atom_charges, (int(self.offsets[-1]),)),
+                                 ("dipole", self.dipole, (len(self.energy), 3))):
+            if arr is None:
+                continue
+            if tuple(arr.shape) != shape:
+                raise InputError(f"{name} must have shape {shape}, got {tuple(arr.shape)}")
+            if not bool(torch.isfinite(arr).all()):
+                raise InputError(f"{name} holds NaN or inf; drop the frames whose reference has none")
+
+    def validate(self) -> None:
+        """Shapes agree and every energy, force and position is finite; InputError naming the frame."""
+        n = int(self.energy.reshape(-1).shape[0])
+        if self.energy.ndim != 1:
+            raise InputError(f"energy must be [n_frames], got shape {tuple(self.energy.shape)}")
+        off = self.offsets
+        if off.ndim != 1 or off.shape[0] != n + 1 or int(off[0]) != 0 or bool((off[1:] < off[:-1]).any()):
+            raise InputError(f"offsets must be [n_frames + 1 = {n + 1}] non-decreasing from 0, got shape "
+                             f"{tuple(off.shape)}; the file is damaged")
+        n_atoms = int(off[-1])
+        for name, arr, shape in (("positions", self.positions, (n_atoms, 3)), ("forces", self.forces, (n_atoms, 3)),
+                                 ("numbers", self.numbers, (n_atoms,)), ("charge", self.charge, (n,)),
+                                 ("multiplicity", self.multiplicity, (n,))):
+            if tuple(arr.shape) != shape:
+                raise InputError(f"{name} must have shape {shape} for {n} frames of {n_atoms} atoms in all, got "
+                                 f"{tuple(arr.shape)}")
+        if len(self.info) != n:
+            raise InputError(f"info must hold one dict per frame ({n}), got {len(self.info)}")
+        for name, arr in (("energy", self.energy), ("forces", self.forces), ("positions", self.positions),
+                          ("charge", self.charge)):
+            bad = ~torch.isfinite(arr)
+            if bool(bad.any()):
+                where = torch.nonzero(bad.reshape(arr.shape[0], -1).any(dim=1)).flatten()
+                first = int(where[0])
+                frame = first if name in ("energy", "charge") else int(torch.searchsorted(off, first, right=True)) - 1
+                raise InputError(f"frame {frame} has a non-finite {name} (NaN or inf): drop failed labels "
+                                 "before building a Dataset (Oracle labels with ok=False carry no energy)")
 
     def __len__(self):
         return self.energy.shape[0]
@@ -92,26 +142,39 @@ class Dataset:
             raise InputError("empty dataset")
         pos, num, e, f, q, m, info = [], [], [], [], [], [], []
         for k, a in enumerate(frames):
+            if not isinstance(a, Atoms):
+                raise InputError(f"frame {k} is a {type(a).__name__}, not an ase.Atoms")
             try:
-                e.append(a.get_potential_energy())
-                f.append(a.get_forces())
-            except Exception as exc:
-                raise InputError(f"frame {k} has no energy/forces ({exc}); label it with an oracle first") from None
+                e.append(float(a.get_potential_energy()))
+                fk = np.asarray(a.get_forces(), dtype=np.float64)
+            except Exception as exc:  # noqa: BLE001 - any calculator failure means the frame carries no labels
+                raise InputError(f"frame {k} has no energy/forces ({type(exc).__name__}: {exc}); label it with an "
+                                 "oracle first") from None
+            if fk.shape != (len(a), 3):
+                raise InputError(f"frame {k}: forces have shape {fk.shape}, expected ({len(a)}, 3) for its {len(a)} "
+                                 "atoms")
+            if not np.isfinite(e[-1]):
+                raise InputError(f"frame {k} has a non-finite energy ({e[-1]}: NaN or inf); drop failed labels")
+            if not np.isfinite(fk).all():
+                raise InputError(f"frame {k} has non-finite forces (NaN or inf); drop failed labels")
+            f.append(fk)
             pos.append(a.positions)
             num.append(a.numbers)
             q.append(float(a.info.get("charge", 0.0)))
             m.append(int(a.info.get("multiplicity", 1)))
-            info.append(dict(a.info))
+            info.append({k: v for k, v in a.info.items() if k != REF_DIPOLE})
         counts = [len(a) for a in frames]
         return cls(positions=torch.as_tensor(np.concatenate(pos)), numbers=torch.as_tensor(np.concatenate(num)),
                    offsets=torch.as_tensor(np.concatenate([[0], np.cumsum(counts)])),
                    energy=torch.as_tensor(np.array(e, dtype=float)), forces=torch.as_tensor(np.concatenate(f)),
-                   charge=torch.as_tensor(q, dtype=torch.float64), multiplicity=torch.as_tensor(m), info=info)
+                   charge=torch.as_tensor(q, dtype=torch.float64), multiplicity=torch.as_tensor(m), info=info,
+                   **_moments_from_atoms(frames))
 
     @classmethod
     def from_labels(cls, labels) -> "Dataset":
-        """Build from oracle labels (failed ones are dropped)."""
-        return cls.from_atoms([lab.to_atoms() for lab in labels if lab.ok])
+        """Build from oracle labels (failed ones are dropped); reference charges and dipoles in
+        ``Label.extra`` (``XTBOracle(moments=True)``) become :attr:`atom_charges` and :attr:`dipole`."""
+        return cls.from_atoms([_attach_moments(lab.to_atoms(), lab.extra) for lab in labels if lab.ok])
 
     @classmethod
     def read(cls, path) -> "Dataset":
@@ -125,17 +188,34 @@ class Dataset:
         np.savez_compressed(path, positions=self.positions.numpy(), numbers=self.numbers.numpy(),
                             offsets=self.offsets.numpy(), energy=self.energy.numpy(), forces=self.forces.numpy(),
                             charge=self.charge.numpy(), multiplicity=self.multiplicity.numpy(),
-                            info=np.array(json.dumps(self.info, default=float)))
+                            info=np.array(json.dumps(self.info, default=float)), units=np.array(json.dumps(self.UNITS)),
+                            **{k: v.numpy() for k, v in (("atom_charges", self.atom_charges), ("dipole", self.dipole))
+                               if v is not None})
 
     @classmethod
     def load_npz(cls, path) -> "Dataset":
         """Read a file written by :meth:`save_npz` (no pickles)."""
         import json
 
-        with np.load(path, allow_pickle=False) as d:
-            return cls(**{k: torch.as_tensor(d[k]) for k in ("positions", "numbers", "offsets", "energy", "forces",
-                                                             "charge", "multiplicity")},
-                       info=json.loads(str(d["info"])))
+        keys = ("positions", "numbers", "offsets", "energy", "forces", "charge", "multiplicity", "info")
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                missing = [k for k in keys if k not in d.files]
+                if missing:
+                    raise InputError(f"{path} is not a fesurf Dataset file: missing {', '.join(missing)}")
+                arrays = {k: d[k] for k in keys}
+                units = json.loads(str(d["units"])) if "units" in d.files else cls.UNITS
+        except (OSError, ValueError, EOFError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{path} is not a readable .npz Dataset ({type(exc).__name__}: {exc})") from None
+        wrong = {k: v for k, v in units.items() if cls.UNITS.get(k, v) != v}
+        if wrong:
+            raise InputError(f"{path} declares units {wrong}; fesurf Datasets hold {cls.UNITS}: convert the data")
+        info = json.loads(str(arrays.pop("info")))
+        with np.load(path, allow_pickle=False) as d:  # optional reference charges and dipoles
+            arrays.update({k: d[k] for k in ("atom_charges", "dipole") if k in d.files})
+        return cls(**{k: torch.as_tensor(v) for k, v in arrays.items()}, info=info)
 
     def atom_index(self, frames: torch.Tensor) -> torch.Tensor:
         """Flat atom indices of the given frames, in order."""
@@ -164,7 +244,9 @@ class Dataset:
         counts = self.n_atoms[frames]
         return Dataset(self.positions[idx], self.numbers[idx], torch.cat([torch.zeros(1, dtype=torch.long),
                        torch.cumsum(counts, 0)]), self.energy[frames], self.forces[idx], self.charge[frames],
-                       self.multiplicity[frames], [self.info[int(k)] for k in frames])
+                       self.multiplicity[frames], [self.info[int(k)] for k in frames],
+                       atom_charges=None if self.atom_charges is None else self.atom_charges[idx],
+                       dipole=None if self.dipole is None else self.dipole[frames])
 
     def to_atoms(self) -> list[Atoms]:
         """Frames as Atoms with SinglePointCalculators."""
@@ -176,6 +258,8 @@ class Dataset:
             atoms = Atoms(numbers=self.numbers[a:b].numpy(), positions=self.positions[a:b].numpy())
             atoms.info.update(self.info[k])
             atoms.calc = SinglePointCalculator(atoms, energy=float(self.energy[k]), forces=self.forces[a:b].numpy())
+            _attach_moments(atoms, {"charges": None if self.atom_charges is None else self.atom_charges[a:b].numpy(),
+                                    "dipole": None if self.dipole is None else self.dipole[k].numpy()})
             out.append(atoms)
         return out
 
@@ -210,6 +294,37 @@ class Dataset:
             "sources": dict(Counter(str(inf.get("source", "unknown")) for inf in self.info)),
             "methods": dict(Counter(str(inf.get("method", "unknown")) for inf in self.info)),
         }
+
+
+# --- reference charges and dipoles on Atoms (long-range training) ---------------------------------
+#: per-atom array and info key holding reference charges (e) and dipoles (e*A) on an ``ase.Atoms``
+#: (not "charges"/"dipole", which extxyz would read as calculator results)
+REF_CHARGES, REF_DIPOLE = "ref_charges", "ref_dipole"
+
+
+def _attach_moments(atoms: Atoms, extra: dict) -> Atoms:
+    """Copy ``extra["charges"]`` [n] / ``extra["dipole"]`` [3] (an oracle's Label.extra) onto ``atoms``."""
+    if extra.get("charges") is not None:
+        atoms.arrays[REF_CHARGES] = np.asarray(extra["charges"], dtype=np.float64).reshape(len(atoms))
+    if extra.get("dipole") is not None:
+        atoms.info[REF_DIPOLE] = np.asarray(extra["dipole"], dtype=np.float64).reshape(3)
+    return atoms
+
+
+def _moments_from_atoms(frames) -> dict:
+    """``atom_charges`` / ``dipole`` tensors when every frame carries them, else None (with a log line
+    when only some do)."""
+    out = {}
+    for key, name, get in ((REF_CHARGES, "atom_charges", lambda a: a.arrays.get(REF_CHARGES)),
+                           (REF_DIPOLE, "dipole", lambda a: a.info.get(REF_DIPOLE))):
+        values = [get(a) for a in frames]
+        have = [v is not None for v in values]
+        if all(have):
+            arr = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in values])
+            out[name] = torch.as_tensor(arr.reshape(-1, 3) if name == "dipole" else arr)
+        elif any(have):
+            log.info("%d of %d frames carry %s; the Dataset keeps none", sum(have), len(frames), key)
+    return out
 
 
 def split_indices(n: int, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict:

@@ -209,7 +209,11 @@ def train(model, dataset: Dataset, train_idx, val_idx, config: TrainConfig | Non
             log.info("early stop at epoch %d (best %d)", epoch, history["best_epoch"])
             break
         if cfg.max_time is not None and time.time() - start > cfg.max_time:
-            log.info("time budget reached at epoch %d", epoch)
+            # a wall-clock stop makes the model depend on the machine's speed: say so loudly
+            log.warning("training stopped by its %.0f s time budget at epoch %d of %d; the model now depends on "
+                        "this machine's speed (set max_time=None and choose epochs for a reproducible result)",
+                        cfg.max_time, epoch, cfg.epochs)
+            history["stopped_by_time"] = True
             break
     bar.close()
     model.load_state_dict(best_state)
