@@ -93,7 +93,8 @@ def test_building_the_surrogate_counts_every_reference_call(tmp_path):
     MD steps (equilibration 100 + frames x stride, plus the first force call, per replica) and labels;
     a rerun reuses the trained model and reports the same count."""
     from fesurf.config import load_config
-    from fesurf.pipeline import Run, build_cv, build_oracle, build_structure, stage_generate_label_train
+    from fesurf.pipeline import Run, build_cv, build_oracle, build_structure, route
+    from fesurf.pipeline.stages import Products, depends, science_config
 
     cfg_path = tmp_path / "scratch.toml"
     cfg_path.write_text(FROM_SCRATCH.format(out=tmp_path / "run"))
@@ -101,12 +102,17 @@ def test_building_the_surrogate_counts_every_reference_call(tmp_path):
     atoms = build_structure(cfg)
     md_calls = 1 * (100 + 10 * 2 + 1) + 2 * (100 + 5 * 2 + 1)
     labels = 10 + 2 * 5
+    stages = route(cfg)
+    assert [s.name for s in stages[:3]] == ["generate", "label", "train"]
     for _ in range(2):
-        run = Run(cfg)
+        run = Run(cfg, depends(stages), hash_view=science_config(cfg))
+        p = Products(atoms=atoms, cv=build_cv(cfg, len(atoms)), oracle=build_oracle(cfg))
         try:
-            model, calls = stage_generate_label_train(run, atoms, build_cv(cfg, len(atoms)), build_oracle(cfg))
+            for stage in stages[:3]:
+                stage.run(run, p)
         finally:
             run.close()
+        model, calls = p.model, p.training_calls
         assert calls == md_calls + labels
         assert run.stages["generate"]["qm_calls"] == md_calls and run.stages["label"]["qm_calls"] == labels
     assert model.n_members == 2
@@ -141,7 +147,8 @@ def test_a_changed_model_file_reruns_the_sampling(tmp_path):
 
     from fesurf.config import load_config
     from fesurf.data import MALONALDEHYDE_COMMITTEE
-    from fesurf.pipeline import _DEPENDS, _config_hash, _model_digest
+    from fesurf.pipeline import _model_digest, route
+    from fesurf.pipeline.stages import config_hash, depends, science_config
 
     model = tmp_path / "committee.pt"
     shutil.copy(MALONALDEHYDE_COMMITTEE, model)
@@ -149,10 +156,13 @@ def test_a_changed_model_file_reruns_the_sampling(tmp_path):
     cfg = load_config(tomllib_loads(SMALL.format(out=tmp_path / "run").replace(
         'model = "builtin:malonaldehyde_committee"', f'model = "{model}"')))
     cfg["surrogate"]["model_sha256"] = _model_digest(cfg)
-    before = _config_hash(cfg, _DEPENDS["sample"])
+    sections = depends(route(cfg))["sample"]
+    before = config_hash(science_config(cfg), sections)
+    cfg["run"]["workers"] = 7  # how to compute never invalidates a stage
+    assert config_hash(science_config(cfg), sections) == before
     model.write_bytes(model.read_bytes() + b"\0")  # any change to the file
     cfg["surrogate"]["model_sha256"] = _model_digest(cfg)
-    assert _config_hash(cfg, _DEPENDS["sample"]) != before
+    assert config_hash(science_config(cfg), sections) != before
 
 
 def tomllib_loads(text):

@@ -20,6 +20,7 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -103,6 +104,43 @@ def _charge_mult(atoms: Atoms, charge, multiplicity):
     if m < 1:
         raise InputError(f"multiplicity is 2S+1 and must be >= 1, got {m}")
     return q, m
+
+
+def electron_count_problem(numbers, charge, multiplicity) -> Optional[str]:
+    """Why a charge and multiplicity are impossible for these atoms, or None when they are possible.
+
+    ``n = sum(Z) - charge`` electrons with ``multiplicity = 2S + 1`` need a whole, non-negative ``n``,
+    ``2S <= n`` unpaired electrons, and ``n`` and ``2S`` of the same parity.
+
+    >>> electron_count_problem([8, 1, 1], 1, 1)
+    'H2O with charge +1 has 9 electrons, which cannot have multiplicity 1 (2S = 0 unpaired): an odd count needs an even multiplicity (2, 4, ...)'
+    >>> electron_count_problem([8, 1, 1], 0, 3) is None
+    True
+    """
+    from ase.data import chemical_symbols
+    from ase.formula import Formula
+
+    q, m = float(charge), int(multiplicity)
+    n_float = float(np.sum(np.asarray(numbers, dtype=np.int64))) - q
+    zs = [int(z) for z in np.asarray(numbers).reshape(-1)]
+    name = Formula.from_list([chemical_symbols[z] for z in zs]).format("hill") if zs else "the system"
+    qtext = f"{q:+g}" if q else "0"
+    if abs(n_float - round(n_float)) > 1e-8:
+        return f"{name} with charge {qtext} has a fractional number of electrons ({n_float:g}); give a whole charge"
+    n = int(round(n_float))
+    if n < 0:
+        return f"{name} with charge {qtext} would have {n} electrons; the charge is too positive"
+    if m < 1:
+        return f"multiplicity is 2S+1 and must be >= 1, got {m}"
+    unpaired = m - 1
+    if unpaired > n:
+        return (f"{name} with charge {qtext} has {n} electrons, too few for multiplicity {m} "
+                f"({unpaired} unpaired electrons)")
+    if (n - unpaired) % 2:
+        need = "an even multiplicity (2, 4, ...)" if n % 2 else "an odd multiplicity (1, 3, ...)"
+        return (f"{name} with charge {qtext} has {n} electrons, which cannot have multiplicity {m} "
+                f"(2S = {unpaired} unpaired): an {'odd' if n % 2 else 'even'} count needs {need}")
+    return None
 
 
 def config_key(numbers, positions, charge, multiplicity, method: str, cell=None, pbc=None) -> str:
@@ -226,7 +264,7 @@ class Oracle:
                     charge=q, multiplicity=m, method=self.method,
                     cell=np.asarray(atoms.cell.array).copy() if np.any(atoms.pbc) else None,
                     pbc=np.asarray(atoms.pbc).copy() if np.any(atoms.pbc) else None)
-        reason = _too_close(atoms)
+        reason = _too_close(atoms) or electron_count_problem(atoms.numbers, q, m)
         if reason is not None:
             return Label(ok=False, reason=reason, **base)
         self._extra = {}  # _compute may leave more results here (root energies, couplings, <S^2>)
@@ -246,27 +284,51 @@ class Oracle:
         twin._calc = None
         return twin
 
+    def cache_identity(self) -> str:
+        """A digest of this oracle's settings (its pickled state without the calculator): workers keep one
+        long-lived copy per identity."""
+        import pickle
+
+        state = {k: v for k, v in self.__getstate__().items() if k not in ("_calc", "_extra")}
+        try:
+            blob = pickle.dumps(state)
+        except Exception:  # noqa: BLE001 - an unpicklable setting: fall back to the method string
+            blob = self.method.encode()
+        return hashlib.sha256(type(self).__qualname__.encode() + blob).hexdigest()[:24]
+
+    def call_seconds(self, n_atoms: int) -> float:
+        """Estimated seconds of one call on ``n_atoms`` atoms (sets threads and chunk sizes; not a result).
+        Subclasses override; the default assumes a ms-scale method."""
+        return 0.01
+
     def label(self, configs, *, executor=None, cache: LabelCache | str | os.PathLike | None = None,
-              charge=None, multiplicity=None, retry_failed: bool = False, progress=None) -> list[Label]:
+              charge=None, multiplicity=None, retry_failed: bool = False, progress=None,
+              chunk_size: Optional[int] = None) -> list[Label]:
         """Label a batch of configurations.
 
         Parameters
         ----------
         configs : State, ase.Atoms or list of ase.Atoms
-        executor : concurrent.futures.Executor, optional
-            Runs the calculations (default: serial in this process). For a
-            process pool use the spawn context
-            (``ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))``):
-            forking a process that has already run tblite can deadlock.
+        executor : None (in this process), an executor from :func:`fesurf.execution.make_executor`
+            (a persistent spawn pool), any ``concurrent.futures.Executor``, or a
+            ``dask.distributed.Client``. Work is sent in chunks sized to the call cost (many ms-scale
+            xTB calls per task, one DFT call per task); each worker keeps one long-lived calculator.
         cache : LabelCache or directory, optional
-            Reuse and store labels keyed by configuration + method.
+            Reuse and store labels keyed by configuration + method. Results are stored as each chunk
+            arrives, so a kill loses at most the calls in flight.
         charge, multiplicity : optional overrides of ``atoms.info`` (e, 2S+1).
         retry_failed : bool
             Recompute configurations whose cached label is a failure.
+        chunk_size : calls per task (default: from :meth:`call_seconds`, about 0.25 s of work per task).
 
-        Returns one :class:`Label` per configuration, in order; check ``.ok``.
+        Returns one :class:`Label` per configuration, in order; check ``.ok``. ``self.last_stats`` holds
+        the counts (computed, from cache, failed) and the calls per second of the batch.
         """
+        import time
+
         from tqdm.auto import tqdm
+
+        from ..execution import chunk_size_for, decide_threads, is_dask_client, limit_threads, run_chunks
 
         atoms_list = as_atoms_list(configs)
         if cache is not None and not isinstance(cache, LabelCache):
@@ -284,24 +346,45 @@ class Oracle:
                 todo.append(k)
         log.info("%s: %d configurations, %d from cache, %d to compute", self.method, len(atoms_list),
                  len(atoms_list) - len(todo), len(todo))
+        n_atoms = max((len(atoms_list[k]) for k in todo), default=1)
+        est = self.call_seconds(n_atoms)
+        n_workers = 1
+        if executor is not None:
+            n_workers = (len(executor.scheduler_info().get("workers", {})) or 1) if is_dask_client(executor) else \
+                int(getattr(executor, "_max_workers", 1) or 1)
+        size = int(chunk_size) if chunk_size else chunk_size_for(est, len(todo), n_workers)
+        if size < 1:
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
+        items = [(k, atoms_list[k], keys[k][1], keys[k][2]) for k in todo]
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
         bar = tqdm(total=len(todo), disable=(not progress) if progress is not None else None,
-                   desc=self.method, unit="calc")
+                   desc=self.method, unit="call")
+        t0 = time.perf_counter()
+        n_failed = 0
+        threads = decide_threads(0, call_seconds=est).call_threads
         if executor is None:
-            results = (self.compute(atoms_list[k], keys[k][1], keys[k][2]) for k in todo)
+            # in this process: one chunk per configuration, so each label is stored as soon as it exists
+            chunks = [[it] for it in items]
+            runner = run_chunks(lambda chunk: [(k, self.compute(a, q, m)) for k, a, q, m in chunk], chunks)
+            context = limit_threads(threads)
         else:
-            # each task gets its own shallow copy with no calculator yet: threads must not share one
-            # calculator object (ASE calculators keep per-call state), processes pickle a copy anyway
-            futures = [executor.submit(self._task_copy().compute, atoms_list[k], keys[k][1], keys[k][2])
-                       for k in todo]
-            results = (f.result() for f in futures)
-        for k, lab in zip(todo, results):
-            out[k] = lab
-            if cache is not None:
-                cache.put(keys[k][0], lab)
-            if not lab.ok:
-                log.warning("%s failed on configuration %d: %s", self.method, k, lab.reason)
-            bar.update(1)
+            runner = run_chunks(_ChunkTask(self), chunks, executor=executor)
+            context = contextlib.nullcontext()
+        with context:
+            for _, results in runner:
+                for k, lab in results:
+                    out[k] = lab
+                    if cache is not None:
+                        cache.put(keys[k][0], lab)
+                    if not lab.ok:
+                        n_failed += 1
+                        log.warning("%s failed on configuration %d: %s", self.method, k, lab.reason)
+                bar.update(len(results))
         bar.close()
+        seconds = time.perf_counter() - t0
+        self.last_stats = {"computed": len(todo), "from_cache": len(atoms_list) - len(todo), "failed": n_failed,
+                           "seconds": seconds, "calls_per_second": len(todo) / seconds if todo and seconds > 0
+                           else 0.0, "chunk_size": size, "tasks": len(chunks)}
         return out  # type: ignore[return-value]
 
     def as_potential(self):
@@ -309,6 +392,20 @@ class Oracle:
         from .potential import OraclePotential
 
         return OraclePotential(self)
+
+
+class _ChunkTask:
+    """A picklable task: label a chunk of ``(index, atoms, charge, multiplicity)`` with the worker's
+    long-lived copy of the oracle (see :func:`fesurf.execution.worker_oracle`)."""
+
+    def __init__(self, oracle):
+        self.oracle = oracle
+
+    def __call__(self, chunk):
+        from ..execution import worker_oracle
+
+        kept = worker_oracle(self.oracle)
+        return [(k, kept.compute(atoms, q, m)) for k, atoms, q, m in chunk]
 
 
 def successful(labels: Sequence[Label]) -> list[Label]:

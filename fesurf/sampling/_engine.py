@@ -190,10 +190,16 @@ def drive(*, physical, bias, start: State, temperature: float, dynamics, schedul
         if on_checkpoint is not None:
             on_checkpoint(step)
 
+    from tqdm.auto import tqdm
+
+    # one bar for the whole protocol (quiet off a terminal); the integrator's own bar would restart per segment
+    bar = tqdm(total=total, initial=step, disable=(not progress) if progress is not None else None,
+               desc="sampling", unit="step", mininterval=0.5)
     while step < total:
         nxt = min([total] + [(step // m + 1) * m for m in marks])
         recorder.start = step
-        state = integrator.run(state, nxt - step, reporters=(recorder,), progress=progress)
+        state = integrator.run(state, nxt - step, reporters=(recorder,), progress=False)
+        bar.update(nxt - step)
         step = nxt
         if boundary_every and step % boundary_every == 0 and hooks.on_boundary is not None:
             state = hooks.on_boundary(step, state) or state
@@ -201,6 +207,7 @@ def drive(*, physical, bias, start: State, temperature: float, dynamics, schedul
             checkpoint(state)
         else:
             recorder.flush_into(samples)
+    bar.close()
     return state
 
 
