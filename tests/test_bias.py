@@ -14,7 +14,7 @@ from fesurf.potentials import check_potential
 from fesurf.state import State
 from fesurf.units import KB, convert
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "plumed-samples"
+SAMPLES = Path(__file__).resolve().parent / "data" / "plumed"  # copies of the files a real PLUMED wrote
 
 
 def _molecules(n_systems=3, seed=0):

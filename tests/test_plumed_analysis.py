@@ -146,16 +146,15 @@ def _parser():
 
 def test_cli_analyze_colvar_from_table_and_from_inputs(tmp_path, capsys):
     out = tmp_path / "pmf.json"
-    args = _parser().parse_args(["analyze", "colvar", "--windows", str(DATA / "umbrella" / "windows.dat"),
-                                 "--temperature", "300", "--bins", "15", "--range", "-1.5", "1.5",
-                                 "--output", str(out)])
-    assert args.func(args) == 0
+    from fesurf.cli import main
+
+    assert main(["analyze", "colvar", "--windows", str(DATA / "umbrella" / "windows.dat"), "--temperature", "300",
+                 "--bins", "15", "--range", "-1.5", "1.5", "--output", str(out)]) == 0
     pmf = json.loads(out.read_text())
     assert "p.x" in capsys.readouterr().out
     inputs = [str(DATA / "umbrella" / f"plumed.{k}.dat") for k in range(13)]
-    args2 = _parser().parse_args(["analyze", "colvar", "--inputs", *inputs, "--temperature", "300",
-                                  "--bins", "15", "--range", "-1.5", "1.5", "--output", str(tmp_path / "p.csv")])
-    assert args2.func(args2) == 0
+    assert main(["analyze", "colvar", "--inputs", *inputs, "--temperature", "300", "--bins", "15",
+                 "--range", "-1.5", "1.5", "--output", str(tmp_path / "p.csv")]) == 0
     text = (tmp_path / "p.csv").read_text().splitlines()
     vals = [float(r.split(",")[1]) for r in text if r and not r.startswith("#") and not r.startswith("p.x")]
     np.testing.assert_allclose(vals, pmf["values"], rtol=1e-10, atol=1e-10)
@@ -164,10 +163,12 @@ def test_cli_analyze_colvar_from_table_and_from_inputs(tmp_path, capsys):
 
 
 def test_cli_plumed_input_writes_windows_that_parse_back(tmp_path, capsys):
-    args = _parser().parse_args(["plumed-input", "--cv", '{"type": "DISTANCE", "atoms": [0, 1]}',
-                                 "--cv", '{"type": "TORSION", "atoms": [0, 1, 2, 3]}',
-                                 "--at", "1.0,0.5", "1.5,0.5", "--kappa", "4.0,0.3", "--out", str(tmp_path)])
-    assert args.func(args) == 0
+    from fesurf.cli import main
+
+    assert main(["plumed-input", "--cv", '{"type": "DISTANCE", "atoms": [0, 1]}', "--cv",
+                 '{"type": "TORSION", "atoms": [0, 1, 2, 3]}', "--at", "1.0,0.5", "1.5,0.5", "--kappa", "4.0,0.3",
+                 "--out", str(tmp_path)]) == 0
+    assert "wrote 2 PLUMED inputs" in capsys.readouterr().out
     from fesurf.plumed import read_window_input
     w = read_window_input(str(tmp_path / "plumed.1.dat"))
     assert w["at"] == pytest.approx([1.5, 0.5], rel=1e-13) and w["kappa"] == pytest.approx([4.0, 0.3], rel=1e-13)

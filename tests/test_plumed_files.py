@@ -9,11 +9,17 @@ from fesurf.plumed import hills_bias, read_colvar, read_hills
 from plumed_data import DATA, SHARED
 
 
-def test_shared_samples_match_the_repo_copy():
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} (the shared PLUMED samples) is absent; the copy in tests/data/plumed is used")
-    for name in ("umbrella/COLVAR.0", "metad/HILLS", "restart/COLVAR", "torsion/COLVAR"):
-        assert (SHARED / name).read_bytes() == (DATA / name).read_bytes()
+def test_repo_copy_of_the_plumed_samples_is_intact():
+    """The copies in tests/data/plumed are byte-identical to what PLUMED wrote: their SHA-256 sums were
+    taken from ../shared/plumed-samples, and are checked against it too when that folder is present."""
+    import hashlib
+
+    sums = dict(reversed(line.split()) for line in (DATA / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert len(sums) >= 10
+    for name, digest in sums.items():
+        assert hashlib.sha256((DATA / name).read_bytes()).hexdigest() == digest, name
+        if SHARED.exists() and (SHARED / name).exists():
+            assert (SHARED / name).read_bytes() == (DATA / name).read_bytes(), name
 
 
 def test_umbrella_colvar_equals_numpy_loadtxt():
