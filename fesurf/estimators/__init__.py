@@ -23,6 +23,8 @@ from .neq import DissipationWarning, bar_from_work, jarzynski
 from .reweight import (AdaptiveResult, PoorOverlapWarning, ReweightResult, adaptive_reweight, choose_frames,
                        reweight_pmf)
 from .delta_learning import reweight_pmf_delta
+from .quantum import (IsotopeEffect, QuantumEstimates, kinetic_isotope_effect, mass_ti_free_energy, mass_ti_nodes,
+                      quantum_estimates, scaled_coordinates_free_energy)
 
 __all__ = [
     "FreeEnergy", "delta_f", "compute_pmf", "ti", "integrate_ti", "ti_weights", "gauss_legendre_lambdas",
@@ -31,4 +33,6 @@ __all__ = [
     "EquilibrationWarning", "reweight_pmf", "reweight_pmf_delta", "choose_frames", "adaptive_reweight",
     "ReweightResult", "AdaptiveResult", "PoorOverlapWarning", "jarzynski", "bar_from_work", "DissipationWarning",
     "plot_free_energy", "plot_overlap", "plot_window_histograms", "plot_convergence",
+    "quantum_estimates", "QuantumEstimates", "mass_ti_nodes", "mass_ti_free_energy", "scaled_coordinates_free_energy",
+    "kinetic_isotope_effect", "IsotopeEffect",
 ]
