@@ -97,7 +97,8 @@ SCHEMA = {
         "basis": Key(str, "def2-SVP", "basis set (method = DFT, PySCF)"),
     },
     "surrogate": {
-        "model": Key(str, "", '"builtin:malonaldehyde_committee", a .pt model file, or "" to generate, label and train'),
+        "model": Key(str, "", '"builtin:malonaldehyde_committee", a .pt model file, "mace:PATH[,PATH...]", '
+                     '"torchsim:mace:PATH", "torchsim:module:factory", or "" to generate, label and train'),
         "n_members": Key(int, 4, "committee members (trained surrogate)", low=1, high=64),
         "hidden": Key(list, [32, 32], "hidden layer widths of each member", item=int, low=1, high=4096),
         "dtype": Key(str, "float64", "surrogate precision", choices=("float64", "float32")),
@@ -138,6 +139,20 @@ SCHEMA = {
         "n_production": Key(int, 10000, "MD steps recorded per window", unit="steps", low=1),
         "stride": Key(int, 20, "MD steps between recorded frames", unit="steps", low=1),
         "checkpoint_every": Key(int, 1000, "MD steps between checkpoints of samples.h5", unit="steps", low=1),
+    },
+    "pimd": {
+        "beads": Key(int, 1, "ring-polymer beads per atom (1: classical nuclei); with P > 1 every umbrella window "
+                     "is a ring polymer restrained on its centroid CV and the correction is bead-averaged",
+                     low=1, high=1024),
+        "tau_centroid": _positive("PILE-L centroid thermostat time constant", "fs", 100.0),
+        "propagator": Key(str, "exact", "free ring-polymer propagator", choices=("exact", "cayley")),
+    },
+    "isotopes": {
+        "substitute": Key(list, None, 'atoms to substitute, e.g. [[5, "D"]] (0-based index, isotope name: D, T, '
+                          "13C, 18O, ...); runs the substituted molecule too and reports k_light/k_heavy",
+                          nullable=True),
+        "ts_width": _positive("CV window around the transition state for the centroid effective mass",
+                              "CV units", 0.05),
     },
     "pmf": {
         "bins": Key(int, 30, "bins of the PMF along the CV", low=2, high=100000),
@@ -277,10 +292,31 @@ def _check_values(cfg, where, path):
                          f"({u['stride']}): no frame would be recorded")
     if cfg["cv"]["type"] != "distance_difference" and not cfg["cv"]["atoms"]:
         raise InputError(f"'cv.atoms'{where} is needed for cv.type = {cfg['cv']['type']!r} (0-based atom indices)")
+    subs = cfg["isotopes"]["substitute"]
+    if subs is not None:
+        from .md.ring_polymer import ISOTOPES
+
+        ok = isinstance(subs, list) and subs and all(
+            isinstance(x, list) and len(x) == 2 and _is(x[0], int) and x[0] >= 0 and isinstance(x[1], str)
+            for x in subs)
+        if not ok:
+            raise InputError(f"'isotopes.substitute'{where} must be a list of [atom index, isotope] pairs, e.g. "
+                             f'[[5, "D"]]; got {subs!r}')
+        bad = [x[1] for x in subs if x[1] not in ISOTOPES]
+        if bad:
+            raise InputError(f"'isotopes.substitute'{where}: unknown isotope {bad[0]!r}; known: {', '.join(ISOTOPES)}")
+        if cfg["pimd"]["beads"] < 2:
+            raise InputError(f"'isotopes.substitute'{where} needs quantum nuclei: classical PMFs do not depend on "
+                             "masses. Set 'pimd.beads' (e.g. 16)")
     if cfg["reweight"]["adaptive"] and cfg["reweight"]["budget"] < cfg["reweight"]["n_labels"]:
         raise InputError(f"'reweight.budget'{where} must be at least 'reweight.n_labels' (the first round)")
     for section, key, hint in (("surrogate", "model", " (leave it empty to train)"), ("system", "structure", "")):
         value = cfg[section][key]
+        if section == "surrogate" and value.startswith(("mace:", "torchsim:")):  # external models (issue 19)
+            from .surrogates.external import resolve_spec
+
+            cfg[section][key] = resolve_spec(value, None if path is None else path.parent)
+            continue
         if value and not value.startswith("builtin:"):
             p = Path(value)
             if not p.is_absolute() and path is not None:

@@ -125,13 +125,22 @@ def format_results(r: dict) -> str:
         f"reaction free energy (corrected): {c['reaction']:.2f} ± {c['reaction_sigma']:.2f} {u}",
         f"rate (Eyring, {r['temperature_K']:.0f} K): {r['rate']['eyring_per_s']:.3e} 1/s, "
         f"error factor x{r['rate']['error_factor_1sigma']:.2f} (1 sigma)",
-        f"reference (QM) calls: {r['qm_calls']['sparse_labels']} sparse labels + {r['qm_calls']['training']} "
+        f"reference (QM) calls: {r['qm_calls']['sparse_labels']} sparse labels"
+        + (f" + {r['qm_calls']['sparse_labels_heavy']} for the heavy isotopologue"
+           if "sparse_labels_heavy" in r['qm_calls'] else "")
+        + f" + {r['qm_calls']['training']} "
         f"for training = {r['qm_calls']['total']}"
         + (f" (+ {r['qm_calls']['stored_model']} that made the reused surrogate)" if r['qm_calls'].get('stored_model')
            else ""),
         f"bins flagged for poor overlap: {r['reweighting']['flagged_bins']}; "
         f"max beta*sigma(dU{' - model' if r.get('reweight_estimator') == 'delta' else ''}) "
         f"{r['reweighting']['max_beta_sigma']:.2f}",
+        *([f"quantum nuclei: {r['pimd']['beads']} beads per atom (centroid PMF, bead-averaged correction)"]
+          if r.get("pimd") else []),
+        *([f"heavy isotopologue {r['kie']['substitute']}: corrected barrier "
+           f"{r['kie']['corrected_heavy']['activation']:.2f} ± {r['kie']['corrected_heavy']['activation_sigma']:.2f} {u}",
+           f"kinetic isotope effect k_light/k_heavy (centroid QTST): {r['kie']['kie']:.2f} ± {r['kie']['kie_sigma']:.2f}"]
+          if r.get("kie") else []),
         f"wall time: {r['wall_time_s']:.0f} s",
     ])
 

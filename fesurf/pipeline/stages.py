@@ -41,13 +41,37 @@ class Products:
     reweighted: Any = None
     results: Optional[dict] = None
     extra: dict = field(default_factory=dict)
+    branches: dict = field(default_factory=dict)  # tag -> Products of an isotopologue branch
+
+    def branch(self, tag: str) -> "Products":
+        """The products of branch ``tag`` ("" is this one): same structure, CV, oracle, surrogate."""
+        if not tag:
+            return self
+        if tag not in self.branches:
+            self.branches[tag] = Products(atoms=self.atoms, cv=self.cv, oracle=self.oracle, executor=self.executor,
+                                          layout=self.layout, model=self.model, training_calls=0)
+        return self.branches[tag]
 
 
 class Stage:
-    """Base: ``name`` (its key in stages.json), ``reads`` (config sections of its cache key)."""
+    """Base: ``name`` (its key in stages.json), ``reads`` (config sections of its cache key).
 
-    name = "stage"
+    A stage made with ``tag`` (e.g. ``"_heavy"``, an isotopologue) works on that branch's products and
+    files: its name and every file it writes carry the tag.
+    """
+
+    base = "stage"
     reads: tuple = ()
+
+    def __init__(self, tag: str = ""):
+        self.tag = tag
+
+    @property
+    def name(self) -> str:
+        return self.base + self.tag
+
+    def file(self, run: Run, stem: str, suffix: str):
+        return run.dir / f"{stem}{self.tag}{suffix}"
 
     def run(self, run: Run, p: Products) -> None:
         raise NotImplementedError
@@ -64,7 +88,7 @@ def _timed(run: Run, stage: str, t0: float, **info):
 class StoredSurrogate(Stage):
     """Use the model named in ``surrogate.model`` (a builtin or a file); no reference calls."""
 
-    name = "surrogate"
+    base = "surrogate"
     reads = ("run", "system", "oracle", "surrogate", "cv")
     replaces = ("generate", "label", "train")
 
@@ -91,7 +115,7 @@ class StoredSurrogate(Stage):
 class Generate(Stage):
     """Configurations by oracle MD at several temperatures and restrained oracle MD along the CV."""
 
-    name = "generate"
+    base = "generate"
     reads = ("run", "system", "oracle", "surrogate", "generate", "cv", "umbrella")
 
     def run(self, run, p):
@@ -119,7 +143,7 @@ class Generate(Stage):
 class Label(Stage):
     """Reference energies and forces of the generated frames (cache in ``labels/``)."""
 
-    name = "label"
+    base = "label"
     reads = ()
 
     def run(self, run, p):
@@ -137,7 +161,7 @@ class Label(Stage):
 class Train(Stage):
     """A Behler–Parrinello committee fitted to the labels (force matching); ``committee.pt``."""
 
-    name = "train"
+    base = "train"
     reads = ("train",)
 
     def run(self, run, p):
@@ -176,8 +200,8 @@ class Train(Stage):
 class Sample(Stage):
     """Umbrella sampling with the surrogate, all windows in one batch, resumable from ``samples.h5``."""
 
-    name = "sample"
-    reads = ("umbrella",)
+    base = "sample"
+    reads = ("umbrella", "pimd", "isotopes")
 
     def run(self, run, p):
         from ..sampling import SampleSet
@@ -185,27 +209,43 @@ class Sample(Stage):
         from ..sampling.umbrella import umbrella_sampling
 
         cfg, u = run.cfg, run.cfg["umbrella"]
-        path = run.dir / "samples.h5"
+        p = p.branch(self.tag)
+        path = self.file(run, "samples", ".h5")
         if run.done(self.name) and path.exists():
             p.samples = SampleSet.open(path)
             return
         t0 = time.perf_counter()
         centers = np.linspace(u["range"][0], u["range"][1], u["n_windows"])
         start = State.from_atoms(p.atoms, dtype=torch.float64)
+        if self.tag:  # an isotopologue branch: the substituted masses
+            from ..md.ring_polymer import substitute_isotopes
+
+            start = substitute_isotopes(start, isotope_substitutions(cfg))
         if cfg["surrogate"]["compile"] and hasattr(p.model, "use_compiled_path"):
             p.model.use_compiled_path()
         # resume only a run started with this very configuration; anything else starts afresh
         current = run.hash(self.name)
-        resume = path.exists() and run.stages.get("sample_started") == current
-        run.stages["sample_started"] = current
+        started = f"{self.name}_started"
+        resume = path.exists() and run.stages.get(started) == current
+        run.stages[started] = current
         run.save()
-        p.samples = umbrella_sampling(
-            p.model, start, p.cv, centers=centers, kappa=kappa_in_ev(cfg), temperature=cfg["run"]["temperature"],
-            dynamics=LangevinDynamics(timestep=u["timestep"], friction=u["friction"], seed=cfg["run"]["seed"]),
-            schedule=Schedule(n_equilibration=u["n_equilibration"], n_production=u["n_production"],
-                              stride=u["stride"], checkpoint_every=u["checkpoint_every"]),
-            storage=Storage(path=str(path), resume=resume, overwrite=not resume), progress=None)
-        steps = (u["n_equilibration"] + u["n_production"]) * u["n_windows"]
+        schedule = Schedule(n_equilibration=u["n_equilibration"], n_production=u["n_production"], stride=u["stride"],
+                            checkpoint_every=u["checkpoint_every"])
+        storage = Storage(path=str(path), resume=resume, overwrite=not resume)
+        common = dict(centers=centers, kappa=kappa_in_ev(cfg), temperature=cfg["run"]["temperature"],
+                      schedule=schedule, storage=storage, progress=None)
+        beads = cfg["pimd"]["beads"]
+        if beads > 1:
+            from ..md.ring_polymer import PILEDynamics
+            from ..sampling.pimd import quantum_umbrella_sampling
+
+            dyn = PILEDynamics(n_beads=beads, timestep=u["timestep"], tau_centroid=cfg["pimd"]["tau_centroid"],
+                               propagator=cfg["pimd"]["propagator"], seed=cfg["run"]["seed"])
+            p.samples = quantum_umbrella_sampling(p.model, start, p.cv, dynamics=dyn, **common)
+        else:
+            dyn = LangevinDynamics(timestep=u["timestep"], friction=u["friction"], seed=cfg["run"]["seed"])
+            p.samples = umbrella_sampling(p.model, start, p.cv, dynamics=dyn, **common)
+        steps = (u["n_equilibration"] + u["n_production"]) * u["n_windows"] * max(1, beads)
         seconds = time.perf_counter() - t0
         _timed(run, self.name, t0, n_frames=p.samples.n_frames,
                replica_steps_per_second=steps / seconds if seconds > 0 else 0.0)
@@ -218,25 +258,39 @@ def pmf_range(cfg):
 class SurrogatePMF(Stage):
     """The surrogate's MBAR PMF (``pmf_surrogate.csv``); cheap, so recomputed on every run."""
 
-    name = "pmf"
+    base = "pmf"
     reads = ("pmf",)
 
     def run(self, run, p):
         from ..estimators import compute_pmf
 
         t0 = time.perf_counter()
+        p = p.branch(self.tag)
         unit = run.cfg["analysis"]["unit"]
         p.pmf_surrogate = compute_pmf(p.samples, bins=run.cfg["pmf"]["bins"], range=pmf_range(run.cfg))
-        p.pmf_surrogate.to(unit).to_csv(run.dir / "pmf_surrogate.csv")
+        p.pmf_surrogate.to(unit).to_csv(self.file(run, "pmf_surrogate", ".csv"))
         _timed(run, self.name, t0)
 
 
 def _labeller(run: Run, p: Products):
     """``label(frames) -> (dU eV, ok, reasons)``: reference single points on SampleSet frames, through
-    the run's executor and the ``qm_cache/`` folder; dU = U_ref - U_surrogate."""
+    the run's executor and the ``qm_cache/`` folder; dU = U_ref - U_surrogate (for ring polymers the
+    bead average: P calls per frame)."""
     from ..units import kT
 
     samples, oracle = p.samples, p.oracle
+    if run.cfg["pimd"]["beads"] > 1:
+        from ..sampling.pimd import bead_labeller
+
+        inner = bead_labeller(samples, oracle, p.atoms, executor=p.executor, cache=run.dir / "qm_cache")
+
+        def label_beads(frames):
+            out = inner(frames)
+            p.extra.setdefault("qm_rates", []).append(oracle.last_stats["calls_per_second"])
+            return out
+
+        label_beads.calls = lambda: inner.n_calls
+        return label_beads
 
     def label(frames):
         configs = []
@@ -249,8 +303,11 @@ def _labeller(run: Run, p: Products):
         u_sur = samples.u_ref[frames] * kT(samples.temperature)  # surrogate energy of each frame, eV
         du = np.array([lab.energy if lab.ok else np.nan for lab in labels]) - u_sur
         p.extra.setdefault("qm_rates", []).append(oracle.last_stats["calls_per_second"])
+        label.n_calls += len(labels)
         return du, ok, [lab.reason for lab in labels]
 
+    label.n_calls = 0
+    label.calls = lambda: label.n_calls
     return label
 
 
@@ -270,7 +327,7 @@ class ReferenceLabels(Stage):
     sigma is below ``target_sigma`` or ``budget`` is spent.
     """
 
-    name = "qm"
+    base = "qm"
     reads = ("reweight",)
 
     def run(self, run, p):
@@ -278,7 +335,8 @@ class ReferenceLabels(Stage):
         from ..estimators.reweight import adaptive_reweight, choose_frames
 
         cfg, rw = run.cfg, run.cfg["reweight"]
-        out = run.dir / "qm_labels.npz"
+        p = p.branch(self.tag)
+        out = self.file(run, "qm_labels", ".npz")
         if run.done(self.name) and out.exists():
             with np.load(out, allow_pickle=False) as d:
                 p.labels = {k: d[k] for k in d.files}
@@ -317,6 +375,7 @@ class ReferenceLabels(Stage):
             failed = {int(f): why for f, good, why in zip(frames, ok, reasons) if not good}
             labels = dict(frames=frames[ok], delta_u=du[ok], inclusion_probability=pi[ok])
             calls = int(frames.size)
+        calls = int(label.calls())  # every reference call made (P per frame for ring polymers)
         if failed:
             log.warning("%d reference calculations failed and are left out: %s", len(failed), failed)
         labels.update(qm_calls=np.array(calls), failed_frames=np.array(sorted(failed), dtype=np.int64))
@@ -346,22 +405,23 @@ def reweight_labels(cfg, samples, labels: dict):
 class Reweight(Stage):
     """The corrected PMF (``pmf_corrected.csv``) and its per-bin table (``reweight_bins.txt``)."""
 
-    name = "reweight"
+    base = "reweight"
     reads = ()
 
     def run(self, run, p):
         t0 = time.perf_counter()
+        p = p.branch(self.tag)
         unit = run.cfg["analysis"]["unit"]
         p.reweighted = reweight_labels(run.cfg, p.samples, p.labels)
-        p.reweighted.corrected.to(unit).to_csv(run.dir / "pmf_corrected.csv")
-        (run.dir / "reweight_bins.txt").write_text(p.reweighted.summary() + "\n")
+        p.reweighted.corrected.to(unit).to_csv(self.file(run, "pmf_corrected", ".csv"))
+        self.file(run, "reweight_bins", ".txt").write_text(p.reweighted.summary() + "\n")
         _timed(run, self.name, t0, flagged_bins=int(p.reweighted.flagged.sum()))
 
 
 class Analysis(Stage):
     """Barriers, the Eyring rate and its error factor, the reference-call count; ``results.json``, ``pmf.png``."""
 
-    name = "analysis"
+    base = "analysis"
     reads = ("analysis",)
 
     def run(self, run, p):
@@ -405,9 +465,43 @@ class Analysis(Stage):
             "threads": p.layout.to_dict() if p.layout is not None else None,
             "kT_in_unit": float(convert(1.0, "kT", unit, temperature=T)),
         }
+        if cfg["pimd"]["beads"] > 1:
+            p.results["pimd"] = {"beads": cfg["pimd"]["beads"], "tau_centroid_fs": cfg["pimd"]["tau_centroid"]}
+        heavy = p.branches.get(HEAVY)
+        if heavy is not None:
+            p.results["kie"] = _isotope_effect(cfg, p, heavy, b_cor)
+            p.results["qm_calls"]["sparse_labels_heavy"] = int(heavy.qm_calls)
+            p.results["qm_calls"]["total"] += int(heavy.qm_calls)
+            p.results["qm_calls"]["total_with_stored_model"] += int(heavy.qm_calls)
         _timed(run, self.name, t0)
         p.results["stage_seconds"] = {name: run.stages[name].get("seconds") for name in run.stages
                                       if isinstance(run.stages[name], dict) and "seconds" in run.stages[name]}
+
+
+#: the tag of the isotopologue branch ([isotopes] substitute)
+HEAVY = "_heavy"
+
+
+def isotope_substitutions(cfg) -> dict:
+    """``{atom index: isotope name}`` from ``isotopes.substitute`` (``[[5, "D"]]``)."""
+    return {int(i): str(name) for i, name in cfg["isotopes"]["substitute"] or []}
+
+
+def _isotope_effect(cfg, light: Products, heavy: Products, b_light) -> dict:
+    """k_light / k_heavy by centroid QTST from the two corrected centroid PMFs."""
+    from ..estimators.quantum import kinetic_isotope_effect
+    from ..sampling.pimd import centroid_effective_mass
+
+    ts = float(b_light.ts_location)
+    width = float(cfg["isotopes"]["ts_width"])
+    m_light = centroid_effective_mass(light.samples, light.cv, near=ts, width=width)
+    m_heavy = centroid_effective_mass(heavy.samples, heavy.cv, near=ts, width=width)
+    kie = kinetic_isotope_effect(light.reweighted.corrected, heavy.reweighted.corrected, m_light, m_heavy)
+    out = kie.to_dict()
+    out["substitute"] = [[int(i), str(n)] for i, n in cfg["isotopes"]["substitute"]]
+    b_heavy = heavy.reweighted.barrier().to(cfg["analysis"]["unit"])
+    out["corrected_heavy"] = b_heavy.to_dict()
+    return out
 
 
 def _plot(path, res, unit):
@@ -430,7 +524,10 @@ def route(cfg) -> list:
         stages.append(StoredSurrogate())
     else:
         stages += [Generate(), Label(), Train()]
-    stages += [Sample(), SurrogatePMF(), ReferenceLabels(), Reweight(), Analysis()]
+    stages += [Sample(), SurrogatePMF(), ReferenceLabels(), Reweight()]
+    if cfg["isotopes"]["substitute"]:
+        stages += [Sample(HEAVY), SurrogatePMF(HEAVY), ReferenceLabels(HEAVY), Reweight(HEAVY)]
+    stages.append(Analysis())
     return stages
 
 
