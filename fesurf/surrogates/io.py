@@ -3,7 +3,10 @@
 The file is ``torch.save({"format": ..., "config": <JSON string>, "state_dict": ...})``
 and is read with ``torch.load(..., weights_only=True)``: only tensors and
 plain containers are accepted, so a crafted pickle is refused. A readable
-copy of the config is written next to it (``<name>.json``).
+copy of the config is written next to it (``<name>.json``). A committee's
+spread calibration (``model.calibration``, from :func:`fesurf.training.calibrate`)
+is stored as the JSON key ``calibration`` with the SHA-1 of the weights it
+belongs to, and restored (and checked) on loading.
 
 Example
 -------
@@ -48,14 +51,49 @@ def model_from_config(config: dict):
 
 
 def save_model(model, path, metadata: dict | None = None) -> None:
-    """Write ``model`` (state dict + JSON config; optional JSON-able ``metadata``) to ``path``."""
+    """Write ``model`` (state dict + JSON config; optional JSON-able ``metadata``) to ``path``.
+
+    A calibrated committee (``model.calibration``, see :func:`fesurf.training.calibrate`) keeps
+    its spread calibration factors in the file (key ``calibration``, JSON, with the SHA-1 of the
+    weights they belong to); :func:`load_model` restores them."""
     path = Path(path)
     config = model.config()
+    check = getattr(model, "checked_calibration", None)
+    calibration = check() if check is not None else None  # refuses factors of older weights
     payload = {"format": FORMAT, "config": json.dumps(config), "metadata": json.dumps(metadata or {}),
                "dtype": str(model.model_dtype).replace("torch.", ""),
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    readable = {"config": config, "metadata": metadata or {}}
+    if calibration is not None:
+        payload["calibration"] = json.dumps(calibration)
+        readable["calibration"] = calibration
     torch.save(payload, path)
-    path.with_suffix(".json").write_text(json.dumps({"config": config, "metadata": metadata or {}}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps(readable, indent=1))
+
+
+def _restore_calibration(model, payload: dict, path) -> None:
+    """Attach the stored spread calibration (if any) after checking it belongs to the loaded weights."""
+    raw = payload.get("calibration")
+    if raw is None:
+        return
+    try:
+        cal = json.loads(raw)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: its calibration entry is not valid JSON ({exc}); the file is damaged") from None
+    if not isinstance(cal, dict) or not hasattr(model, "set_calibration"):
+        raise InputError(f"{path}: its calibration entry is not a dict of factors; the file is damaged")
+    try:
+        fingerprint = cal.pop("weights_sha1")
+        factors = cal.pop("energy_std_factor"), cal.pop("force_deviation_factor")
+    except KeyError as exc:
+        raise InputError(f"{path}: its calibration entry lacks {exc}; the file is damaged") from None
+    try:
+        model.set_calibration(*factors, **cal)
+    except InputError as exc:
+        raise InputError(f"{path}: its calibration entry is invalid ({exc}); the file is damaged") from None
+    if model.calibration["weights_sha1"] != fingerprint:
+        raise InputError(f"{path}: its spread calibration belongs to other weights than the stored ones (the file "
+                         "was edited); recalibrate with fesurf.training.calibrate and save again")
 
 
 def read_weights_file(path, what: str = "model file") -> dict:
@@ -134,6 +172,7 @@ def load_model(path, return_metadata: bool = False):
         raise InputError(f"{path}: the stored weights do not match its config ({detail}); the file was edited or "
                          "written by an incompatible version") from None
     check_finite_parameters(model, path)
+    _restore_calibration(model, payload, path)
     model.eval()
     if return_metadata:
         return model, metadata

@@ -9,6 +9,8 @@ Example
 from .data import Dataset, read_frames, split_indices, write_labels
 from .fit import TrainConfig, fit_element_energies, train
 from .metrics import calibration, error_metrics, evaluate, parity_plot, predict_dataset
+from .metrics import calibrate, calibration_curves, calibration_plot, spread_and_errors
 
 __all__ = ["Dataset", "read_frames", "write_labels", "split_indices", "TrainConfig", "train",
-           "fit_element_energies", "error_metrics", "evaluate", "calibration", "parity_plot", "predict_dataset"]
+           "fit_element_energies", "error_metrics", "evaluate", "calibration", "parity_plot", "predict_dataset",
+           "calibrate", "calibration_curves", "calibration_plot", "spread_and_errors"]

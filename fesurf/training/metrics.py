@@ -1,4 +1,4 @@
-"""Accuracy metrics, committee calibration and parity plots.
+"""Accuracy metrics, committee spread calibration (stored factors, curves) and parity plots.
 
 Energies: MAE/RMSE in meV/atom and kcal/mol (per configuration); forces:
 MAE/RMSE in eV/A per component.
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from ..errors import InputError
 from ..units import convert
 from .data import Dataset
 
@@ -39,14 +40,15 @@ def error_metrics(e_pred, e_ref, n_atoms, f_pred, f_ref) -> dict:
 
 
 def predict_dataset(model, dataset: Dataset, idx, batch_size: int = 256) -> dict:
-    """Committee predictions over frames ``idx``: energy, forces, spreads, references."""
+    """Committee predictions over frames ``idx``: energy, forces, raw (uncalibrated) spreads, references."""
     idx = torch.as_tensor(idx, dtype=torch.long)
     dtype = model.model_dtype
     out = {k: [] for k in ("energy", "forces", "energy_std", "force_deviation_max", "ref_energy", "ref_forces",
                            "n_atoms", "aleatoric_std")}
+    raw = {"calibrated": False} if hasattr(model, "checked_calibration") else {}  # raw spreads, no factor check
     for k in range(0, len(idx), batch_size):
         state, e, f = dataset.batch(idx[k:k + batch_size], dtype)
-        p = model.predict(state)
+        p = model.predict(state, **raw)
         out["energy"].append(p["energy"].double())
         out["forces"].append(p["forces"].double())
         out["energy_std"].append(p["energy_std"].double())
@@ -94,6 +96,129 @@ def calibration(model, dataset: Dataset, idx, n_bins: int = 5) -> dict:
         "binned_rmse_eV": [float(np.sqrt(np.mean(err[b] ** 2))) for b in bins],
         "n_frames": int(len(err)),
     }
+
+
+def spread_and_errors(model, dataset: Dataset, idx, batch_size: int = 256) -> dict:
+    """Per-frame raw committee spreads and the errors they should predict, on frames ``idx``
+    (numpy float64 arrays): ``energy_std`` and ``energy_error`` = |E - E_ref| (eV);
+    ``force_deviation_max`` and ``force_error_max`` = max over atoms of |F - F_ref| (eV/A).
+    Any calibration attached to ``model`` is ignored here (raw spreads)."""
+    p = predict_dataset(model, dataset, idx, batch_size)
+    n = len(p["energy"])
+    sys = torch.repeat_interleave(torch.arange(n), p["n_atoms"])
+    ferr = (p["forces"] - p["ref_forces"]).norm(dim=1)
+    fmax = torch.zeros(n, dtype=torch.float64).scatter_reduce(0, sys, ferr, "amax", include_self=False)
+    return {"energy_std": p["energy_std"].numpy(), "energy_error": (p["energy"] - p["ref_energy"]).abs().numpy(),
+            "force_deviation_max": p["force_deviation_max"].numpy(), "force_error_max": fmax.numpy()}
+
+
+def _binned(spread: np.ndarray, error: np.ndarray, n_bins: int) -> dict:
+    """Equal-count bins of increasing ``spread``: mean spread and RMS error per bin, and the RMS over
+    bins of log(RMS error / RMS spread) (0 for a calibrated spread; scale-free)."""
+    order = np.argsort(spread, kind="stable")
+    bins = [b for b in np.array_split(order, min(n_bins, len(order))) if len(b)]
+    rms_s = np.array([np.sqrt(np.mean(spread[b] ** 2)) for b in bins])
+    rms_e = np.array([np.sqrt(np.mean(error[b] ** 2)) for b in bins])
+    ok = (rms_s > 0) & (rms_e > 0)
+    return {"spread": [float(np.mean(spread[b])) for b in bins], "spread_rms": rms_s.tolist(),
+            "error_rms": rms_e.tolist(), "n_per_bin": [int(len(b)) for b in bins],
+            "log_miscalibration": float(np.sqrt(np.mean(np.log(rms_e[ok] / rms_s[ok]) ** 2))) if ok.any() else
+            float("nan")}
+
+
+def calibration_curves(model, dataset: Dataset, idx, n_bins: int = 10, factors: dict | None = None) -> dict:
+    """Binned predicted spread against RMS error on frames ``idx`` (a calibration curve: points on the
+    diagonal mean the spread predicts the error), for energies (eV) and maximum atomic forces (eV/A).
+
+    The spreads are multiplied by ``factors`` (``energy_std_factor``, ``force_deviation_factor``;
+    default: the model's own calibration, or 1 if it has none). Returns ``{"energy": {...},
+    "forces": {...}, "factors": {...}, "spearman_energy", "spearman_forces", "n_frames"}``, each
+    curve with per-bin ``spread`` (mean), ``spread_rms``, ``error_rms``, ``n_per_bin`` and the
+    scale-free ``log_miscalibration`` (RMS over bins of log(error / spread)).
+    """
+    if factors is None:
+        cal = model.checked_calibration() if hasattr(model, "checked_calibration") else None
+        factors = cal or {"energy_std_factor": 1.0, "force_deviation_factor": 1.0}
+    d = spread_and_errors(model, dataset, idx)
+    ke, kf = float(factors["energy_std_factor"]), float(factors["force_deviation_factor"])
+    return {"energy": _binned(ke * d["energy_std"], d["energy_error"], n_bins),
+            "forces": _binned(kf * d["force_deviation_max"], d["force_error_max"], n_bins),
+            "factors": {"energy_std_factor": ke, "force_deviation_factor": kf},
+            "spearman_energy": float(spearmanr(d["energy_std"], d["energy_error"]).statistic),
+            "spearman_forces": float(spearmanr(d["force_deviation_max"], d["force_error_max"]).statistic),
+            "n_frames": int(len(d["energy_std"]))}
+
+
+def calibrate(model, dataset: Dataset, frames, n_bins: int = 10, attach: bool = True) -> dict:
+    """Calibrate the committee spread on held-out ``frames`` (not used in training) and attach the
+    factors to ``model`` (they are saved with it by :func:`~fesurf.surrogates.save_model`).
+
+    ``energy_std_factor = sqrt(mean(err_E^2) / mean(std_E^2))``: the factor that makes the scaled
+    energy spread an unbiased estimate of the RMS energy error (eV) over these frames;
+    ``force_deviation_factor`` likewise for the maximum atomic force deviation against the
+    maximum atomic force error (eV/A), so that thresholds in eV/A (DP-GEN trust levels) mean
+    force errors. Call it again after every retraining: :meth:`~fesurf.surrogates.AtomisticModel.predict`
+    refuses factors that belong to older weights.
+
+    Returns the factors, the calibration curves on these frames before and after scaling
+    (see :func:`calibration_curves`), the Spearman correlations and ``n_frames``.
+
+    >>> # after train(model, ds, split["train"], split["val"]):
+    >>> # report = calibrate(model, ds, split["val"]); model.predict(state)["force_deviation_max_calibrated"]
+    """
+    frames = torch.as_tensor(frames, dtype=torch.long)
+    if frames.numel() < 2:
+        raise InputError(f"calibration needs at least 2 held-out frames, got {frames.numel()}")
+    if getattr(model, "n_members", 1) < 2:
+        raise InputError("calibration needs a committee (n_members >= 2): a single network has no spread")
+    d = spread_and_errors(model, dataset, frames)
+    factors = {}
+    for key, spread, error in (("energy_std_factor", d["energy_std"], d["energy_error"]),
+                               ("force_deviation_factor", d["force_deviation_max"], d["force_error_max"])):
+        ms = float(np.mean(spread ** 2))
+        if not ms > 0:
+            raise InputError(f"the committee spread is zero on all {len(spread)} frames: its members are identical "
+                             "(train them with different seeds or bootstrap weights) so it cannot be calibrated")
+        factors[key] = float(np.sqrt(np.mean(error ** 2) / ms))
+    raw = {"energy_std_factor": 1.0, "force_deviation_factor": 1.0}
+    before = {"energy": _binned(d["energy_std"], d["energy_error"], n_bins),
+              "forces": _binned(d["force_deviation_max"], d["force_error_max"], n_bins)}
+    after = {"energy": _binned(factors["energy_std_factor"] * d["energy_std"], d["energy_error"], n_bins),
+             "forces": _binned(factors["force_deviation_factor"] * d["force_deviation_max"], d["force_error_max"],
+                               n_bins)}
+    out = {**factors, "n_frames": int(frames.numel()), "curves_raw": before, "curves_calibrated": after,
+           "raw_factors": raw,
+           "spearman_energy": float(spearmanr(d["energy_std"], d["energy_error"]).statistic),
+           "spearman_forces": float(spearmanr(d["force_deviation_max"], d["force_error_max"]).statistic)}
+    if attach:
+        model.set_calibration(factors["energy_std_factor"], factors["force_deviation_factor"],
+                              n_frames=out["n_frames"])
+    return out
+
+
+def calibration_plot(curves: dict, path=None, title: str = ""):
+    """Calibration curves (from :func:`calibration_curves`, or ``calibrate(...)["curves_calibrated"]``):
+    RMS error against RMS predicted spread per bin, energies (kcal/mol) and forces (eV/A), log
+    axes with the diagonal. Returns a matplotlib Figure (saved to ``path`` if given)."""
+    from matplotlib.figure import Figure
+
+    kcal = convert(1.0, "eV", "kcal/mol")
+    fig = Figure(figsize=(9, 4))
+    for ax, key, unit, scale in zip(fig.subplots(1, 2), ("energy", "forces"), ("kcal/mol", "eV/A"), (kcal, 1.0)):
+        c = curves[key]
+        x, y = np.asarray(c["spread_rms"]) * scale, np.asarray(c["error_rms"]) * scale
+        ax.loglog(x, y, "o-", label=f"log-miscalibration {c['log_miscalibration']:.2f}")
+        lim = [float(min(x.min(), y.min())) * 0.8, float(max(x.max(), y.max())) * 1.25]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set_xlabel(f"predicted spread, RMS per bin ({unit})")
+        ax.set_ylabel(f"error, RMS per bin ({unit})")
+        ax.set_title("energy" if key == "energy" else "max atomic force")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
 
 
 def parity_plot(model, dataset: Dataset, idx, path=None, title: str = ""):
