@@ -23,6 +23,7 @@ _SUBCOMMAND_MODULES = [
     "fesurf.md.report",
     "fesurf.pipeline",
     "fesurf.plumed.cli",
+    "fesurf.analysis.cli",
 ]
 
 

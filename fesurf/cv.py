@@ -41,7 +41,7 @@ from .state import State
 __all__ = [
     "CV", "DISTANCE", "ANGLE", "TORSION", "COORDINATION", "POSITION", "COMBINE",
     "distance_difference", "distance_sum", "cv_from_spec", "as_cv_list", "evaluate_cvs",
-    "periodic_difference",
+    "periodic_difference", "cv_axis_labels",
 ]
 
 
@@ -127,6 +127,60 @@ class CV(torch.nn.Module):
         """JSON-able dict, e.g. ``{"type": "DISTANCE", "atoms": [0, 1]}``."""
         raise NotImplementedError
 
+    # ---------------------------------------------------------------- human-readable labels and units
+    @property
+    def unit(self) -> str:
+        """The CV's unit for axis labels: ``"Å"`` (distances), ``"rad"`` (angles), ``""`` (dimensionless),
+        or the one given to :meth:`set_label`."""
+        if getattr(self, "_unit", None) is not None:
+            return self._unit
+        return _length_unit(self.length_power)
+
+    def set_label(self, text: str | None = None, unit: str | None = None) -> "CV":
+        """Give the CV a short human-readable label (and unit) for axes and tables; returns the CV.
+
+        The label and unit travel with :meth:`to_spec` (keys ``label``/``unit``) into SampleSets.
+
+        >>> DISTANCE([0, 1]).set_label("r(O–H)").axis_label()
+        'r(O–H) (Å)'
+        """
+        if text is not None and not str(text).strip():
+            raise InputError("a CV label must not be empty")
+        self._label_text = None if text is None else str(text)
+        self._unit = None if unit is None else str(unit)
+        return self
+
+    def describe(self, symbols: Sequence[str] | None = None) -> str:
+        """A short human-readable label without unit, e.g. ``d(O1–H) − d(O2–H)``.
+
+        ``symbols``: chemical symbols of one system's atoms; an element that occurs more than once among
+        the CV's atoms is numbered in order of atom index (O1, O2). Without symbols atoms are shown by
+        their 0-based index.
+
+        >>> distance_difference([0, 5], [4, 5]).describe(list("OCCCOHHHH"))
+        'd(O1–H) − d(O2–H)'
+        >>> distance_difference([0, 5], [4, 5]).describe()
+        'd(0–5) − d(4–5)'
+        """
+        if getattr(self, "_label_text", None):
+            return self._label_text
+        return self._describe(_atom_names(self.atom_indices(), symbols))
+
+    def axis_label(self, symbols: Sequence[str] | None = None) -> str:
+        """:meth:`describe` with the unit in brackets, e.g. ``d(O1–H) − d(O2–H) (Å)``."""
+        text, unit = self.describe(symbols), self.unit
+        return f"{text} ({unit})" if unit else text
+
+    def _describe(self, names: dict) -> str:
+        return self.label()
+
+    def _with_label_keys(self, spec: dict) -> dict:
+        if getattr(self, "_label_text", None):
+            spec["label"] = self._label_text
+        if getattr(self, "_unit", None) is not None:
+            spec["unit"] = self._unit
+        return spec
+
     def difference(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a - b`` in this CV's space (minimum image when periodic)."""
         return periodic_difference(a, b, self.period if self.periodic else None)
@@ -177,6 +231,34 @@ def _safe_norm(v: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((v * v).sum(-1).clamp_min(1e-300))
 
 
+def _length_unit(power) -> str:
+    if power is None or power == 0:
+        return ""
+    if power == 1:
+        return "Å"
+    return f"Å^{power:g}"
+
+
+def _atom_names(indices: Sequence[int], symbols: Sequence[str] | None) -> dict:
+    """Index -> display name: ``O1``, ``O2`` for repeated elements (by atom index), ``H`` for a unique
+    one; the index itself without symbols."""
+    idx = sorted(set(int(i) for i in indices))
+    if symbols is None:
+        return {i: str(i) for i in idx}
+    symbols = list(symbols)
+    if idx and idx[-1] >= len(symbols):
+        raise InputError(f"a CV reads atom {idx[-1]} but only {len(symbols)} symbols were given")
+    names, seen = {}, {}
+    counts = {}
+    for i in idx:
+        counts[symbols[i]] = counts.get(symbols[i], 0) + 1
+    for i in idx:
+        sym = symbols[i]
+        seen[sym] = seen.get(sym, 0) + 1
+        names[i] = f"{sym}{seen[sym]}" if counts[sym] > 1 else sym
+    return names
+
+
 # --------------------------------------------------------------------------- CVs
 class DISTANCE(CV):
     """Distance between two atoms, Angstrom (PLUMED ``DISTANCE ATOMS=i,j``).
@@ -203,7 +285,10 @@ class DISTANCE(CV):
         return _safe_norm(_vectors(state, [self.atoms[0]], [self.atoms[1]]))[:, 0]
 
     def to_spec(self):
-        return {"type": "DISTANCE", "atoms": list(self.atoms)}
+        return self._with_label_keys({"type": "DISTANCE", "atoms": list(self.atoms)})
+
+    def _describe(self, names):
+        return f"d({names[self.atoms[0]]}–{names[self.atoms[1]]})"
 
 
 class ANGLE(CV):
@@ -233,7 +318,14 @@ class ANGLE(CV):
         return torch.atan2(cross, (a * b).sum(-1))
 
     def to_spec(self):
-        return {"type": "ANGLE", "atoms": list(self.atoms)}
+        return self._with_label_keys({"type": "ANGLE", "atoms": list(self.atoms)})
+
+    @property
+    def unit(self):
+        return self._unit if getattr(self, "_unit", None) is not None else "rad"
+
+    def _describe(self, names):
+        return "θ(" + "–".join(names[a] for a in self.atoms) + ")"
 
 
 class TORSION(CV):
@@ -274,7 +366,14 @@ class TORSION(CV):
         return -torch.atan2(y, x)
 
     def to_spec(self):
-        return {"type": "TORSION", "atoms": list(self.atoms)}
+        return self._with_label_keys({"type": "TORSION", "atoms": list(self.atoms)})
+
+    @property
+    def unit(self):
+        return self._unit if getattr(self, "_unit", None) is not None else "rad"
+
+    def _describe(self, names):
+        return "φ(" + "–".join(names[a] for a in self.atoms) + ")"
 
 
 class POSITION(CV):
@@ -309,7 +408,10 @@ class POSITION(CV):
         return state.positions[g, "xyz".index(self.component)]
 
     def to_spec(self):
-        return {"type": "POSITION", "atom": self.atom, "component": self.component}
+        return self._with_label_keys({"type": "POSITION", "atom": self.atom, "component": self.component})
+
+    def _describe(self, names):
+        return f"{self.component}({names[self.atom]})"
 
     def label(self):
         return f"POSITION({self.atom}.{self.component})"
@@ -373,7 +475,11 @@ class COORDINATION(CV):
                 "d0": self.d0}
         if self.groupb is not None:
             spec["groupb"] = list(self.groupb)
-        return spec
+        return self._with_label_keys(spec)
+
+    def _describe(self, names):
+        ga = ",".join(names[a] for a in self.groupa)
+        return f"CN({ga})" if self.groupb is None else f"CN({ga} | {','.join(names[b] for b in self.groupb)})"
 
     def label(self):
         return f"COORDINATION({len(self._pairs)} pairs)"
@@ -440,7 +546,29 @@ class COMBINE(CV):
                 "parameters": list(self.parameters), "powers": list(self.powers)}
         if self.periodic:
             spec["period"] = list(self.period)
-        return spec
+        return self._with_label_keys(spec)
+
+    @property
+    def unit(self):
+        if getattr(self, "_unit", None) is not None:
+            return self._unit
+        units = {a.unit if w == 1 else (f"{a.unit}^{w:g}" if a.unit else "") for a, w in zip(self.args, self.powers)}
+        return units.pop() if len(units) == 1 else ""
+
+    def _describe(self, names):
+        parts = []
+        for k, (a, c, p, w) in enumerate(zip(self.args, self.coefficients, self.parameters, self.powers)):
+            term = a.describe() if getattr(a, "_label_text", None) else a._describe(names)
+            if p:
+                term = f"({term} − {p:g})" if p > 0 else f"({term} + {-p:g})"
+            if w != 1:
+                term = f"{term}^{w:g}"
+            mag = abs(c)
+            if mag != 1:
+                term = f"{mag:g}·{term}"
+            sign = "−" if c < 0 else "+"
+            parts.append(term if k == 0 and c >= 0 else (f"−{term}" if k == 0 else f" {sign} {term}"))
+        return "".join(parts)
 
     def label(self):
         terms = [f"{c:+g}*{a.label()}" + ("" if w == 1 else f"^{w:g}") for a, c, w in
@@ -448,22 +576,29 @@ class COMBINE(CV):
         return "COMBINE(" + " ".join(terms) + ")"
 
 
-def distance_difference(pair1: Sequence[int], pair2: Sequence[int]) -> COMBINE:
+def distance_difference(pair1: Sequence[int], pair2: Sequence[int], symbols: Sequence[str] | None = None) -> COMBINE:
     """``d(pair1) - d(pair2)`` in Angstrom, e.g. a proton-transfer coordinate d(O1-H) - d(O2-H).
+
+    ``symbols`` (chemical symbols of the molecule's atoms) give the CV its label, e.g.
+    ``d(O1–H) − d(O2–H) (Å)`` (:meth:`CV.axis_label`), carried in its spec.
 
     >>> distance_difference([0, 1], [2, 1]).to_spec()["coefficients"]
     [1.0, -1.0]
+    >>> distance_difference([0, 5], [4, 5], symbols="OCCCOHHHH").axis_label()
+    'd(O1–H) − d(O2–H) (Å)'
     """
-    return COMBINE([DISTANCE(pair1), DISTANCE(pair2)], coefficients=[1.0, -1.0])
+    cv = COMBINE([DISTANCE(pair1), DISTANCE(pair2)], coefficients=[1.0, -1.0])
+    return cv if symbols is None else cv.set_label(cv.describe(list(symbols)))
 
 
-def distance_sum(pair1: Sequence[int], pair2: Sequence[int]) -> COMBINE:
-    """``d(pair1) + d(pair2)`` in Angstrom.
+def distance_sum(pair1: Sequence[int], pair2: Sequence[int], symbols: Sequence[str] | None = None) -> COMBINE:
+    """``d(pair1) + d(pair2)`` in Angstrom (``symbols`` as :func:`distance_difference`).
 
     >>> distance_sum([0, 1], [2, 1]).to_spec()["coefficients"]
     [1.0, 1.0]
     """
-    return COMBINE([DISTANCE(pair1), DISTANCE(pair2)], coefficients=[1.0, 1.0])
+    cv = COMBINE([DISTANCE(pair1), DISTANCE(pair2)], coefficients=[1.0, 1.0])
+    return cv if symbols is None else cv.set_label(cv.describe(list(symbols)))
 
 
 _REGISTRY = {"DISTANCE": DISTANCE, "ANGLE": ANGLE, "TORSION": TORSION, "POSITION": POSITION,
@@ -484,15 +619,46 @@ def cv_from_spec(spec: dict) -> CV:
     kind = str(spec["type"]).upper()
     if kind not in _REGISTRY:
         raise InputError(f"unknown CV type {spec['type']!r}; use one of {', '.join(_REGISTRY)}")
-    kw = {k: v for k, v in spec.items() if k != "type"}
+    kw = {k: v for k, v in spec.items() if k not in ("type", "label", "unit")}
     try:
         if kind == "COMBINE":
             kw["args"] = [cv_from_spec(a) for a in kw.get("args", [])]
             if kw.get("period") is not None:
                 kw["period"] = tuple(kw["period"])
-        return _REGISTRY[kind](**kw)
+        cv = _REGISTRY[kind](**kw)
     except TypeError as exc:
         raise InputError(f"bad keys in the {kind} spec {spec!r}: {exc}") from None
+    if spec.get("label") is not None or spec.get("unit") is not None:
+        cv.set_label(spec.get("label"), spec.get("unit"))
+    return cv
+
+
+def cv_axis_labels(definitions: Sequence[dict], symbols: Sequence[str] | None = None) -> list[str]:
+    """Axis labels (with units) for stored CV definitions (a SampleSet's ``cv_definitions``).
+
+    A definition with ``label`` uses it; one that rebuilds as a fesurf CV is described from its atoms
+    (``symbols`` of one system, optional); anything else (a PLUMED field) shows its name.
+
+    >>> cv_axis_labels([{"name": "d", "type": "DISTANCE", "atoms": [0, 1]}], ["O", "H"])
+    ['d(O–H) (Å)']
+    >>> cv_axis_labels([{"name": "p.x", "type": "PLUMED"}])
+    ['p.x']
+    """
+    out = []
+    for i, d in enumerate(definitions):
+        d = d if isinstance(d, dict) else {}
+        name = str(d.get("name", f"cv{i}"))
+        try:
+            cv = cv_from_spec({k: v for k, v in d.items() if k != "name"})
+        except InputError:
+            text, unit = d.get("label") or name, d.get("unit") or ""
+            out.append(f"{text} ({unit})" if unit else str(text))
+            continue
+        try:
+            out.append(cv.axis_label(symbols))
+        except InputError:
+            out.append(cv.axis_label(None))
+    return out
 
 
 def as_cv_list(cvs) -> list[CV]:

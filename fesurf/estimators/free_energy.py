@@ -55,6 +55,10 @@ class FreeEnergy:
     grid : sequence of 1D arrays, optional
         Bin centres along each CV (one array per CV) for a profile.
     cv_names : sequence of str, optional
+        Column names of the CVs (the CV expressions); CSV headers use them.
+    cv_labels : sequence of str, optional
+        Short human-readable axis labels with units, e.g. ``"d(O1–H) − d(O2–H) (Å)"``; plots use them
+        (default: the names).
     method : str
         Estimator that produced it (e.g. "MBAR", "TI-gauss-legendre").
     diagnostics : dict, optional
@@ -71,7 +75,7 @@ class FreeEnergy:
 
     def __init__(self, values, uncertainties=None, *, unit: str = "kT", temperature: float | None = None,
                  grid: Sequence | None = None, cv_names: Sequence[str] | None = None, method: str = "",
-                 diagnostics: dict | None = None):
+                 diagnostics: dict | None = None, cv_labels: Sequence[str] | None = None):
         if unit not in _UNITS:
             raise InputError(f"unknown unit {unit!r}; use one of {', '.join(_UNITS)}")
         if unit == "kT" and temperature is None:
@@ -89,6 +93,9 @@ class FreeEnergy:
                 raise InputError(f"grid sizes {shape} do not match values shape {self.values.shape}")
         n_cv = 0 if self.grid is None else len(self.grid)
         self.cv_names = list(cv_names) if cv_names is not None else [f"cv{i}" for i in range(n_cv)]
+        self.cv_labels = list(cv_labels) if cv_labels is not None else None
+        if self.cv_labels is not None and len(self.cv_labels) != len(self.cv_names):
+            raise InputError(f"cv_labels has {len(self.cv_labels)} entries for {len(self.cv_names)} CVs")
         self.method = method
         self.diagnostics = dict(diagnostics or {})
 
@@ -128,7 +135,7 @@ class FreeEnergy:
         return FreeEnergy(self.values * factor,
                           None if self.uncertainties is None else self.uncertainties * factor,
                           unit=unit, temperature=self.temperature, grid=self.grid, cv_names=self.cv_names,
-                          method=self.method, diagnostics=self.diagnostics)
+                          method=self.method, diagnostics=self.diagnostics, cv_labels=self.cv_labels)
 
     def shifted(self, offset: float) -> "FreeEnergy":
         """Values minus ``offset`` (same unit); e.g. ``pmf.shifted(np.nanmin(pmf.values))``."""
@@ -142,7 +149,7 @@ class FreeEnergy:
         return _jsonable({
             "values": self.values, "uncertainties": self.uncertainties, "unit": self.unit,
             "temperature": self.temperature, "grid": self.grid, "cv_names": self.cv_names,
-            "method": self.method, "diagnostics": self.diagnostics,
+            "cv_labels": self.cv_labels, "method": self.method, "diagnostics": self.diagnostics,
         })
 
     def to_json(self, path=None) -> str:
@@ -167,7 +174,7 @@ class FreeEnergy:
 
         return cls(arr(d["values"]), arr(d["uncertainties"]), unit=d["unit"], temperature=d["temperature"],
                    grid=None if d["grid"] is None else [arr(g) for g in d["grid"]], cv_names=d["cv_names"],
-                   method=d["method"], diagnostics=d.get("diagnostics"))
+                   method=d["method"], diagnostics=d.get("diagnostics"), cv_labels=d.get("cv_labels"))
 
     def _columns(self) -> dict:
         cols = {}
@@ -190,15 +197,23 @@ class FreeEnergy:
         return pd.DataFrame(self._columns())
 
     def to_csv(self, path=None) -> str:
-        """CSV text with a header line (written to ``path`` when given)."""
+        """CSV text (written to ``path`` when given, UTF-8): a ``#`` comment line (method, T, unit), the header
+        and one row per grid point, written by the ``csv`` module so CV names with commas, brackets or
+        quotes are quoted. Read it back with ``pandas.read_csv(path, comment="#")``."""
+        import csv
+        import io
+
         cols = self._columns()
         names = list(cols)
-        lines = [f"# {self.method} T={self.temperature} K unit={self.unit}", ",".join(names)]
+        buf = io.StringIO()
+        buf.write(f"# {self.method} T={self.temperature} K unit={self.unit}\n")
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(names)
         for row in zip(*(np.atleast_1d(cols[n]) for n in names)):
-            lines.append(",".join(repr(float(v)) for v in row))
-        text = "\n".join(lines) + "\n"
+            writer.writerow([repr(float(v)) for v in row])
+        text = buf.getvalue()
         if path is not None:
-            with open(path, "w") as fh:
+            with open(path, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
         return text
 

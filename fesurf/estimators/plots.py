@@ -21,6 +21,14 @@ def _fig_ax(ax, figsize=(5.0, 3.6)):
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def _axis_label(fe, i: int) -> str:
+    """The human-readable label of CV ``i`` (``fe.cv_labels``), else its name."""
+    labels = getattr(fe, "cv_labels", None)
+    if labels:
+        return labels[i]
+    return fe.cv_names[i] if fe.cv_names else "CV"
+
+
 def _save(fig, path):
     if path is not None:
         fig.savefig(path, dpi=120)
@@ -46,15 +54,15 @@ def plot_free_energy(fe, ax=None, sigma: float = 2.0, path=None, label=None, exa
                             alpha=0.3, label=f"±{sigma:g}σ")
         if exact is not None:
             ax.plot(x, exact, "k--", label="exact")
-        ax.set_xlabel(fe.cv_names[0] if fe.cv_names else "CV")
+        ax.set_xlabel(_axis_label(fe, 0))
         ax.set_ylabel(f"PMF / {fe.unit}")
         ax.legend(frameon=False)
     elif fe.values.ndim == 2:
         gx, gy = fe.grid
         cs = ax.contourf(gx, gy, fe.values.T, levels=20)
         fig.colorbar(cs, ax=ax, label=f"PMF / {fe.unit}")
-        ax.set_xlabel(fe.cv_names[0])
-        ax.set_ylabel(fe.cv_names[1])
+        ax.set_xlabel(_axis_label(fe, 0))
+        ax.set_ylabel(_axis_label(fe, 1))
     else:
         raise InputError("can only plot scalars, 1D and 2D profiles")
     return _save(fig, path)
@@ -87,7 +95,8 @@ def plot_window_histograms(samples, cv: int = 0, bins: int = 60, ax=None, path=N
     for k in np.unique(si):
         h, _ = np.histogram(x[si == k], bins=edges)
         ax.stairs(h, edges, fill=True, alpha=0.4)
-    ax.set_xlabel(samples.cv_names[cv])
+    labels = getattr(samples, "cv_labels", None)
+    ax.set_xlabel(labels[cv] if labels else samples.cv_names[cv])
     ax.set_ylabel("frames")
     return _save(fig, path)
 

@@ -24,7 +24,8 @@ from scipy.special import logsumexp
 
 from .._pymbar import pymbar
 from ..errors import InputError
-from .diagnostics import (pymbar_errors, ESS_THRESHOLD, EffectiveSampleSizeWarning, build_mbar, kish_ess, remember_f_k,
+from .diagnostics import (pymbar_errors, ESS_THRESHOLD, EffectiveSampleSizeWarning, EstimatorWarning, build_mbar,
+                          kish_ess, remember_f_k,
                           solved_f_k,
                           overlap_diagnostics, prepare)
 from .free_energy import FreeEnergy
@@ -242,6 +243,7 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
     diag.update(prep.info())
     counts = np.histogramdd(x, bins=edges)[0]
     diag.update(bin_edges=edges, counts=counts, kish_ess_target=ess_target, cv_indices=cvs)
+    _report_untrusted(samples, cv_all, edges, centres, diag, warn)
     if method == "kde":
         diag["kde_covariance"] = np.atleast_2d(kde.covariance)  # Gaussian kernel covariance, CV units^2
     if warn and ess_target < ESS_THRESHOLD:
@@ -260,6 +262,23 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
     names = samples.cv_names
     return FreeEnergy(values, sig, unit="kT", temperature=T, grid=centres, cv_names=[names[c] for c in cvs],
                       method=f"MBAR-{method}", diagnostics=diag).to(unit)
+
+
+def _report_untrusted(samples, cv_all, edges, centres, diag, warn):
+    """Bins holding frames a production guard flagged (committee spread above its trust level)."""
+    flags = samples.untrusted_frames() if hasattr(samples, "untrusted_frames") else None
+    if flags is None:
+        return
+    per_bin = np.histogramdd(cv_all[flags], bins=edges)[0] if flags.any() else np.zeros([e.size - 1 for e in edges])
+    diag["untrusted_frames_per_bin"] = per_bin
+    where = np.nonzero(per_bin > 0)
+    diag["untrusted_bins"] = [tuple(float(centres[a][i]) for a, i in enumerate(idx)) for idx in zip(*where)]
+    if warn and per_bin.sum() > 0:
+        warnings.warn(EstimatorWarning(
+            f"{int(per_bin.sum())} frames in {len(diag['untrusted_bins'])} PMF bins were flagged by the production "
+            f"guard (committee spread above {samples.attrs['guard']['upper']:g} "
+            f"{samples.attrs['guard'].get('unit', '')}); the surrogate is not trusted there: bin centres "
+            f"{[round(c[0], 3) if len(c) == 1 else c for c in diag['untrusted_bins']][:20]}"), stacklevel=3)
 
 
 def _bootstrap(samples, prep, cv_all, u_all, u_target_all, edges, mesh, shape, ref, method, bandwidth,

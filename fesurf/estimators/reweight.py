@@ -256,7 +256,8 @@ def reweight_pmf(samples, labelled, delta_u, *, cv: int = 0, bins=30, range=None
     lo, hi = (np.nanpercentile(boot, q, axis=0) if n_bootstrap > 1 else np.full(n_bins, np.nan) for q in (2.5, 97.5))
     per_bin = dict(n_labels=n_lab, kish_ess=ess, beta_sigma=bsig, mean_beta_du=mean_x, correction_wtp=corr_wtp,
                    correction_cumulant=corr_cum, correction_ci95_low=lo, correction_ci95_high=hi,
-                   correction_sigma=sig_boot)
+                   correction_sigma=sig_boot,
+                   untrusted_frames=surrogate.diagnostics.get("untrusted_frames_per_bin"))
     diag = dict(surrogate.diagnostics, reweighting=dict(per_bin, flagged=flagged, min_ess=min_ess,
                                                         max_beta_sigma=max_beta_sigma, n_labels_total=labelled.size))
 

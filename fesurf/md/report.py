@@ -1,4 +1,4 @@
-"""The MD validation report (``fesurf demo`` until the full pipeline lands).
+"""The MD validation report (``fesurf validate-md``; ``fesurf demo`` is its deprecated old name).
 
 On an embedded 13-atom argon Lennard-Jones cluster it:
 
@@ -82,8 +82,30 @@ def _run_demo(args) -> int:
     return (0 if all(c.passed() for c in report["canonical"].values()) else 1), format_report(report)
 
 
+def _run_demo_alias(args) -> int:
+    import sys
+
+    sys.stderr.write("fesurf: note: 'fesurf demo' is deprecated and will be removed; it is 'fesurf validate-md' "
+                     "(the MD validation report). The full demonstration is 'make demo' "
+                     "(fesurf run examples/malonaldehyde.toml)\n")
+    return _run_demo(args)
+
+
 def register(subparsers):
-    p = subparsers.add_parser("demo", help="run the main demonstration (currently: the MD validation report)")
+    import argparse
+
+    description = ("Validate the MD engine on a 13-atom argon Lennard-Jones cluster: NVE time-step scan, "
+                   "integrator order, and canonical <KE> and Var(KE) for Langevin (BAOAB) and Bussi.")
+    example = "example:\n  fesurf validate-md --quick"
+    p = subparsers.add_parser("validate-md", help="MD validation report (time step, integrator order, thermostats)",
+                              description=description, epilog=example,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="shorter runs")
     p.set_defaults(func=_run_demo)
+    d = subparsers.add_parser("demo", help="deprecated name of validate-md",
+                              description=description + " Deprecated: use 'fesurf validate-md'.",
+                              epilog="example:\n  fesurf validate-md --quick   (was: fesurf demo --quick)",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--quick", action="store_true", help="shorter runs")
+    d.set_defaults(func=_run_demo_alias)
 

@@ -160,8 +160,9 @@ def config_key(numbers, positions, charge, multiplicity, method: str, cell=None,
 _EXTRA = "extra__"
 
 
-class LabelCache:
-    """Directory of labels keyed by :func:`config_key` (one small ``.npz`` per entry).
+class NpzLabelCache:
+    """The old label cache (one small ``.npz`` per entry), kept for reading old folders; ``LabelCache`` is
+    now :class:`fesurf.oracles.store.LabelStore` (an ase.db file), which migrates such a folder on first use.
 
     Failed labels are cached too (with their reason) unless ``retry_failed``
     is passed to :meth:`Oracle.label`.
@@ -335,11 +336,13 @@ class Oracle:
             cache = LabelCache(cache)
         out: list[Optional[Label]] = [None] * len(atoms_list)
         todo, keys = [], []
-        for k, atoms in enumerate(atoms_list):
+        for atoms in atoms_list:
             q, m = _charge_mult(atoms, charge, multiplicity)
             key = config_key(atoms.numbers, atoms.positions, q, m, self.method, atoms.cell.array, atoms.pbc)
             keys.append((key, q, m))
-            hit = cache.get(key) if cache is not None else None
+        hits = cache.get_many([k for k, _, _ in keys]) if cache is not None else {}
+        for k in range(len(atoms_list)):
+            hit = hits.get(keys[k][0])
             if hit is not None and (hit.ok or not retry_failed):
                 out[k] = hit
             else:
@@ -370,16 +373,29 @@ class Oracle:
         else:
             runner = run_chunks(_ChunkTask(self), chunks, executor=executor)
             context = contextlib.nullcontext()
-        with context:
-            for _, results in runner:
-                for k, lab in results:
-                    out[k] = lab
-                    if cache is not None:
-                        cache.put(keys[k][0], lab)
-                    if not lab.ok:
-                        n_failed += 1
-                        log.warning("%s failed on configuration %d: %s", self.method, k, lab.reason)
-                bar.update(len(results))
+        pending, flushed = [], time.perf_counter()
+
+        def flush():
+            nonlocal pending, flushed
+            if cache is not None and pending:
+                cache.put_many(pending)
+            pending, flushed = [], time.perf_counter()
+
+        try:
+            with context:
+                for _, results in runner:
+                    for k, lab in results:
+                        out[k] = lab
+                        pending.append((keys[k][0], lab))
+                        if not lab.ok:
+                            n_failed += 1
+                            log.warning("%s failed on configuration %d: %s", self.method, k, lab.reason)
+                    bar.update(len(results))
+                    # one transaction per chunk from workers; in this process, every ~0.5 s of results
+                    if executor is not None or time.perf_counter() - flushed > 0.5 or len(pending) >= 256:
+                        flush()
+        finally:
+            flush()  # also when a worker dies: everything that arrived is stored
         bar.close()
         seconds = time.perf_counter() - t0
         self.last_stats = {"computed": len(todo), "from_cache": len(atoms_list) - len(todo), "failed": n_failed,
@@ -418,3 +434,6 @@ def raise_on_failure(label: Label) -> Label:
     if not label.ok:
         raise OracleError(f"{label.method} failed: {label.reason}")
     return label
+
+
+from .store import LabelStore as LabelCache  # noqa: E402  (the ase.db label store; issue 19)

@@ -61,7 +61,7 @@ def run_pipeline(config, progress=None, announce=None) -> dict:
     try:
         log.info("config %s, run folder %s", cfg.get("_path") or "(dict)", run.dir)
         atoms = build_structure(cfg)
-        cv = build_cv(cfg, len(atoms))
+        cv = build_cv(cfg, len(atoms), symbols=atoms.get_chemical_symbols())
         oracle = build_oracle(cfg)
         layout, executor, owned = build_execution(cfg, oracle, len(atoms))
         plan = "stages: " + " -> ".join(("(done) " if run.done(s.name) else "") + s.name for s in stages)

@@ -32,8 +32,9 @@ def build_structure(cfg):
     return atoms
 
 
-def build_cv(cfg, n_atoms: int):
-    """The CV from ``[cv]``; atom indices are checked against the structure (error names the key)."""
+def build_cv(cfg, n_atoms: int, symbols=None):
+    """The CV from ``[cv]``; atom indices are checked against the structure (error names the key).
+    ``symbols`` (the structure's chemical symbols) give it a readable label, e.g. ``d(O1–H) − d(O2–H) (Å)``."""
     from ..cv import cv_from_spec, distance_difference
 
     c = cfg["cv"]
@@ -46,7 +47,7 @@ def build_cv(cfg, n_atoms: int):
         raise InputError(f"'{key}' holds atom index {bad[0]}, out of range for a structure of {n_atoms} atoms "
                          f"(indices are 0-based: 0..{n_atoms - 1})")
     if c["type"] == "distance_difference":
-        return distance_difference(c["pairs"][0], c["pairs"][1])
+        return distance_difference(c["pairs"][0], c["pairs"][1], symbols=symbols)
     try:
         return cv_from_spec({"type": c["type"], "atoms": c["atoms"]})
     except InputError as exc:

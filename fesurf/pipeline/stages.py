@@ -245,6 +245,7 @@ class Sample(Stage):
         else:
             dyn = LangevinDynamics(timestep=u["timestep"], friction=u["friction"], seed=cfg["run"]["seed"])
             p.samples = umbrella_sampling(p.model, start, p.cv, dynamics=dyn, **common)
+        p.samples.set_attrs(atomic_numbers=[int(z) for z in p.atoms.numbers])  # for labels, export and report
         steps = (u["n_equilibration"] + u["n_production"]) * u["n_windows"] * max(1, beads)
         seconds = time.perf_counter() - t0
         _timed(run, self.name, t0, n_frames=p.samples.n_frames,
@@ -447,6 +448,11 @@ class Analysis(Stage):
         stored_calls = stored_model_calls(cfg)
         need = float(barrier_precision_for_rate(cfg["analysis"]["rate_tolerance"], T, unit=unit))
         _plot(run.dir / "pmf.png", res, unit)
+        from ..analysis.report import ReportSettings, write_run_report
+
+        # overlap matrix, window histograms, a two-point convergence check, per-bin reweighting diagnostics
+        write_run_report(run.dir, p.samples, p.pmf_surrogate, res, symbols=p.atoms.get_chemical_symbols(),
+                         settings=ReportSettings(fractions=(0.5, 1.0), unit=unit))
         per_bin = res.per_bin
         p.results = {
             "unit": unit, "temperature_K": T, "cv": p.cv.to_spec(),

@@ -50,7 +50,7 @@ _UNITS = {
     "u_ref": "kT",
     "dudl": "kT",
     "cv": "CV units (see cv_definitions)",
-    "committee_spread": "eV",
+    "committee_spread": "eV/A or eV (the guard's unit: attrs['guard']['unit'])",
     "positions": "Angstrom",
     "step": "MD steps",
     "state_index": "index",
@@ -499,8 +499,18 @@ class SampleSet:
 
     @property
     def committee_spread(self) -> np.ndarray | None:
-        """[N] committee spread (eV), or None."""
+        """[N] committee spread per frame (a production guard stores the calibrated max atomic force
+        deviation, eV/A: see ``attrs['guard']``), or None."""
         return self._read("committee_spread")
+
+    def untrusted_frames(self) -> np.ndarray | None:
+        """[N] bool: frames whose ``committee_spread`` exceeds the trust level recorded by the sampler's
+        production guard (``attrs['guard']['upper']``); None when the run had no guard."""
+        guard = self.attrs.get("guard")
+        spread = self.committee_spread
+        if not guard or spread is None or guard.get("upper") is None:
+            return None
+        return ~(spread <= float(guard["upper"]))
 
     @property
     def positions(self) -> np.ndarray | None:
@@ -550,6 +560,44 @@ class SampleSet:
     def cv_names(self) -> list:
         """Name of each CV (from its definition, else ``cv<i>``)."""
         return [d.get("name", f"cv{i}") if isinstance(d, dict) else f"cv{i}" for i, d in enumerate(self.cv_definitions)]
+
+    @property
+    def cv_labels(self) -> list:
+        """Human-readable axis label (with unit) of each CV, e.g. ``d(O1–H) − d(O2–H) (Å)``: a stored ``label``,
+        else described from the CV's atoms, with chemical symbols when ``attrs["atomic_numbers"]`` holds
+        one system's atomic numbers (:func:`fesurf.cv.cv_axis_labels`)."""
+        from ..cv import cv_axis_labels
+
+        numbers = self.attrs.get("atomic_numbers")
+        symbols = None
+        if numbers:
+            from ase.data import chemical_symbols
+
+            symbols = [chemical_symbols[int(z)] for z in numbers]
+        return cv_axis_labels(self.cv_definitions, symbols)
+
+    def to_alchemlyb(self, *, lambda_name: str | None = None):
+        """alchemlyb DataFrames of this set: ``(u_nk, dHdl)`` (``dHdl`` None without dU/dlambda).
+
+        See :func:`fesurf.sampling.interop.to_alchemlyb` (index ``(time, <lambda names>)``, values in kT,
+        ``attrs`` temperature and energy_unit).
+
+        >>> u_nk, dhdl = ss.to_alchemlyb()                     # doctest: +SKIP
+        """
+        from .interop import to_alchemlyb
+
+        return to_alchemlyb(self, lambda_name=lambda_name)
+
+    @classmethod
+    def from_alchemlyb(cls, u_nk=None, dHdl=None, **kwargs) -> "SampleSet":
+        """A SampleSet from alchemlyb ``u_nk`` and/or ``dHdl`` DataFrames (e.g. parsed from GROMACS or AMBER
+        output); see :func:`fesurf.sampling.interop.from_alchemlyb`.
+
+        >>> ss = SampleSet.from_alchemlyb(u_nk, dHdl)          # doctest: +SKIP
+        """
+        from .interop import from_alchemlyb
+
+        return from_alchemlyb(u_nk, dHdl, **kwargs)
 
     @property
     def state_parameters(self) -> list:

@@ -50,6 +50,10 @@ from .sampleset import SampleSet
 log = logging.getLogger(__name__)
 
 
+class UntrustedFramesWarning(UserWarning):
+    """Production frames lie where the surrogate's committee spread exceeds its trust level."""
+
+
 def _cv_definitions(cvs):
     return [dict(name=c.label(), **c.to_spec()) for c in cvs]
 
@@ -85,7 +89,8 @@ def check_window_overlap(samples: SampleSet, threshold: float | None = None) -> 
 
 def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperature, dynamics=None, schedule=None,
                       storage=None, exchange_every: int | None = None, check_overlap: bool = True,
-                      replicas_per_window: int = 1, on_checkpoint=None, progress=None, **settings) -> SampleSet:
+                      replicas_per_window: int = 1, on_checkpoint=None, progress=None, guard=None,
+                      **settings) -> SampleSet:
     """Run all umbrella windows as replicas of one State and return their SampleSet.
 
     Parameters
@@ -111,6 +116,11 @@ def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperatu
     replicas_per_window : independent replicas (walkers) per window, all in the same batch; system
         ``k * replicas_per_window + r`` is replica r of window k (one batched call still runs them all)
     on_checkpoint : optional callable(step) called after each checkpoint
+    guard : optional production guard (e.g. :class:`fesurf.training.active.ProductionGuard`): an object
+        with ``spread(state) -> [n_systems]`` (eV/A), ``check(spread, step)`` (raises to stop the run),
+        ``upper`` and ``attrs()``. Every recorded frame then stores its spread in ``committee_spread``
+        and the guard's settings in ``attrs['guard']``; frames above ``upper`` are flagged
+        (:meth:`SampleSet.untrusted_frames`) and a warning says how many
 
     Returns the SampleSet (open; call ``close()`` when it is backed by a file).
 
@@ -147,9 +157,12 @@ def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperatu
              "replicas_per_window": int(replicas_per_window), "potential": type(potential).__name__,
              "energy_convention":
              "u_kn = beta (U0 + bias_k); u_ref = beta U0; bias-only = u_kn - u_ref"}
+    if guard is not None:
+        attrs["guard"] = guard.attrs()
     samples = open_samples(storage.path, resume=storage.resume, overwrite=storage.overwrite, create_kwargs=dict(
         n_states=k, temperature=temperature, n_cv=len(cvs), n_atoms=n_atoms if store_positions else None,
-        store_u_ref=True, cv_definitions=_cv_definitions(cvs), state_parameters=params, attrs=attrs))
+        store_u_ref=True, store_committee_spread=guard is not None, cv_definitions=_cv_definitions(cvs),
+        state_parameters=params, attrs=attrs))
 
     columns = np.arange(n_sys)
 
@@ -162,6 +175,10 @@ def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperatu
                "cv": s.numpy().copy(), "step": np.full(n_sys, step, dtype=np.int64)}
         if store_positions:
             out["positions"] = work.positions.numpy().reshape(n_sys, n_atoms, 3).copy()
+        if guard is not None:
+            spread = np.asarray(guard.spread(work), dtype=np.float64)
+            guard.check(spread, step)
+            out["committee_spread"] = spread
         return out
 
     exchange = None if exchange_every is None else NeighbourExchange(bias, temperature, dynamics.seed, exchange_every,
@@ -175,6 +192,13 @@ def umbrella_sampling(potential, state: State, cvs, centers, kappa, *, temperatu
         stats = exchange.statistics()
         samples.set_attrs(exchange=stats)
         log.info("replica exchange acceptance per neighbour pair: %s", stats["acceptance"])
+    if guard is not None:
+        flagged = samples.untrusted_frames()
+        if flagged is not None and flagged.any():
+            warnings.warn(UntrustedFramesWarning(
+                f"{int(flagged.sum())} of {flagged.size} recorded frames have a committee spread above the trust "
+                f"level {guard.upper:g} {guard.attrs().get('unit', '')}: the surrogate left the region it knows "
+                "there; compute_pmf reports the bins that hold them"), stacklevel=2)
     if check_overlap and k > 1:
         check_window_overlap(samples)
     return samples
