@@ -501,6 +501,20 @@ def nac_loss(h_pred: torch.Tensor, h_ref: torch.Tensor, system_index: torch.Tens
     return torch.minimum(minus, plus).mean()
 
 
+def _lbfgs(params, loss_fn, steps: int) -> None:
+    """Minimise ``loss_fn() -> (loss, terms)`` over ``params`` with strong-Wolfe L-BFGS."""
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-14, history_size=50)
+
+    def closure():
+        opt.zero_grad()
+        loss, _ = loss_fn()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
 def fit_diabatic(model: DiabaticModel, state: State, energies, forces=None, *, nac=None, nac_pair=(0, 1),
                  epochs: int = 2000, lr: float = 3e-3, force_weight: float = 1.0, nac_weight: float = 0.1,
                  lbfgs_steps: int = 200, gap_floor: float = 0.02, smoothness: float = 1e-5, seed: int = 0, progress=None) -> dict:
@@ -611,16 +625,7 @@ def fit_diabatic(model: DiabaticModel, state: State, energies, forces=None, *, n
     # equally well (energies and forces alone do not fix the mixing angle).
     linear = [p for name, p in model.named_parameters() if ".linear." in name]
     if linear and lbfgs_steps > 0:
-        opt0 = torch.optim.LBFGS(linear, lr=1.0, max_iter=lbfgs_steps, line_search_fn="strong_wolfe",
-                                 tolerance_grad=1e-12, tolerance_change=1e-14, history_size=50)
-
-        def closure0():
-            opt0.zero_grad()
-            loss, _ = loss_fn()
-            loss.backward()
-            return loss
-
-        opt0.step(closure0)
+        _lbfgs(linear, loss_fn, lbfgs_steps)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1), eta_min=lr * 0.02)
     for _ in tqdm(range(epochs), disable=None if progress is None else not progress, desc="fit diabatic"):
@@ -630,16 +635,7 @@ def fit_diabatic(model: DiabaticModel, state: State, energies, forces=None, *, n
         opt.step()
         sched.step()
     if lbfgs_steps > 0:
-        opt2 = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=lbfgs_steps, line_search_fn="strong_wolfe",
-                                 tolerance_grad=1e-12, tolerance_change=1e-14, history_size=50)
-
-        def closure():
-            opt2.zero_grad()
-            loss, _ = loss_fn()
-            loss.backward()
-            return loss
-
-        opt2.step(closure)
+        _lbfgs(list(model.parameters()), loss_fn, lbfgs_steps)
     loss, terms = loss_fn()
     out = {k: float(v.detach()) for k, v in terms.items()}
     out["loss"] = float(loss.detach())
