@@ -22,6 +22,7 @@ $(STAMP): $(PY) pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	$(PIP) install --quiet --no-deps -c $(CONSTRAINTS) torch-dftd  # D3 tables; its pymatgen dependency is unused
 	touch $(STAMP)
 
 $(KERNEL): $(CONSTRAINTS) | $(PY)
