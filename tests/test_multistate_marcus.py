@@ -45,19 +45,25 @@ def test_umbrella_on_trained_diabatic_lower_adiabat():
     pot = AdiabaticPotential(model, 0)
     check_potential(pot, State(positions=[[0.1, 0.02, 0.0], [0.3, -0.02, 0.01]], atomic_numbers=[6, 6],
                                system_index=[0, 1]))
-    # the model is symmetric in x only approximately; sample one well and the barrier top
+    # the model is symmetric in x only approximately; sample one well and the barrier top.
+    # 16 replicas per window in the same batch cost little more than one (a 1-atom system: the step is
+    # overhead-bound) and carry 8x the samples of one replica run twice as long.
     centers = np.linspace(-0.06, 0.42, 13)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ss = umbrella_sampling(pot, State(positions=[[0.0, 0.0, 0.0]], atomic_numbers=[6]), POSITION(0, "x"),
                                centers, 30.0, temperature=T, timestep=2.0, friction=0.1, n_equilibration=500,
-                               n_production=8000, stride=2, store_positions=False, seed=0)
+                               n_production=4000, stride=2, store_positions=False, seed=0, replicas_per_window=16)
         edges = np.linspace(-0.025, 0.425, 10)  # bin 0 centred on the top (x = 0), bin 5 on the well (x = a)
         pmf = compute_pmf(ss, 0, bins=edges)
     exact = ref.exact_pmf(edges, T)  # bin-averaged by Gauss-Legendre quadrature, comparable to the histogram
     v = np.asarray(pmf.values)
     barrier, barrier_exact = v[0] - v[5], exact[0] - exact[5]
-    # measured: seed 0 gives +0.10 kT (the trained model's own quadrature barrier is +0.01 kT off; three
-    # seeds of an earlier setting spread by ~0.03 kT, the rest looks systematic, likely the 2 fs BAOAB
-    # step on the anharmonic top). 0.15 kT is the acceptance, so the margin is small: see the report.
+    # Error budget. The trained model's own barrier (3D quadrature of its lower adiabat) is off by
+    # +0.010 / +0.025 / +0.037 kT for fit seeds 1 / 0 / 2 (+0.023 with ATEN_CPU_CAPABILITY=default).
+    # Sampling: the spread over 8 seeds of this protocol with 8 replicas on the exact surface is 0.050 kT
+    # (pymbar's analytical sigma, 0.029, is too small here: it takes interleaved replicas as one series),
+    # so with 16 replicas sigma ~ 0.035 kT and 0.15 kT sits 3.6 sigma beyond the model's +0.025.
+    # Measured at seed 0: +0.028 kT. (The former single replica x 8000 steps had sigma ~0.07 kT by the same
+    # measure and gave +0.10 to +0.14 kT over seeds 0-2: a pass by luck.)
     assert abs(barrier - barrier_exact) < 0.15, (barrier, barrier_exact)

@@ -32,10 +32,14 @@ def test_jarzynski_and_bar_recover_the_exact_free_energy_difference():
     assert wf.mean() / KT >= EXACT_KT - 0.05 and -wr.mean() / KT <= EXACT_KT + 0.05
     jar = jarzynski(wf, temperature=T)
     bar = bar_from_work(wf, wr, temperature=T)
-    # both within 2 reported sigma (bootstrap sigma for Jarzynski, pymbar's asymptotic sigma for BAR),
-    # plus 0.02 kT for Jarzynski's finite-N bias at this mild dissipation (sd(W) ~ 0.7 kT)
-    assert abs(jar.value - EXACT_KT) < 2 * jar.error + 0.02
-    assert abs(bar.value - EXACT_KT) < 2 * bar.error
+    # both within 3 reported sigma (bootstrap sigma for Jarzynski, pymbar's asymptotic sigma for BAR;
+    # a 2 sigma band fails 5% of the time per estimate, and a new CPU gives new MD noise), plus 0.02 kT for
+    # Jarzynski's finite-N bias: sd(W_F) = 1.5 kT, Gaussian estimate (e^{sd^2} - 1) / 2N = 0.011 kT.
+    # Measured (seed offsets 0/100/200/300/400/500): z_BAR = -1.52/-0.83/-1.06/+0.36/+0.56/+1.80 with
+    # sigma 0.044 kT, z_Jar = -1.21/-0.52/-0.55/+1.52/+0.38/+1.40 with sigma 0.06-0.08 kT; the spread of the
+    # six values (0.055 and 0.08 kT) matches the reported sigmas.
+    assert abs(jar.value - EXACT_KT) < 3 * jar.error + 0.02
+    assert abs(bar.value - EXACT_KT) < 3 * bar.error
     assert bar.error < jar.error  # using both directions is more efficient
     assert bar.to("kcal/mol").unit == "kcal/mol"
 
