@@ -140,6 +140,36 @@ SCHEMA = {
         "stride": Key(int, 20, "MD steps between recorded frames", unit="steps", low=1),
         "checkpoint_every": Key(int, 1000, "MD steps between checkpoints of samples.h5", unit="steps", low=1),
     },
+    "sampling": {
+        "method": Key(str, "umbrella", '"umbrella" (surrogate umbrella sampling, then sparse reference labels and '
+                      'reweighting) or "hybrid_mc" (exact reference-level sampling: the surrogate proposes, the '
+                      "[oracle] method accepts every move; no reweighting; keys in [hybrid_mc])",
+                      choices=("umbrella", "hybrid_mc")),
+    },
+    "hybrid_mc": {  # sampling.method = "hybrid_mc" (fesurf.sampling.hybrid_mc); windows from [umbrella]
+        "proposal": Key(str, "md", '"md" (velocity-Verlet trajectory on the surrogate with fresh Maxwell-Boltzmann '
+                        'momenta) or "mc" (inner Metropolis chain on the surrogate)', choices=("md", "mc")),
+        "timestep": _positive("initial velocity-Verlet timestep of a proposal (md; tuned in equilibration)", "fs",
+                              0.5),
+        "n_steps": Key(int, 12, "initial proposal length: velocity-Verlet steps (md) or inner Metropolis steps "
+                       "(mc); tuned in equilibration, then frozen", unit="steps", low=1),
+        "max_steps": Key(int, None, "cap on the tuned proposal length (none: 4 x n_steps)", unit="steps", low=1,
+                         nullable=True),
+        "step_size": _positive("initial Gaussian displacement per coordinate of the inner chain (mc)", "A", 0.05),
+        "target_acceptance": Key(NUMBER, 0.6, "reference acceptance the tuner aims at", low=0, low_open=True,
+                                 high=0.99),
+        "replicas_per_window": Key(int, 1, "independent chains per umbrella window", low=1, high=4096),
+        "n_equilibration": Key(int, 200, "Monte Carlo moves discarded per chain (tuning in the first half)",
+                               unit="moves", low=0),
+        "n_production": Key(int, 2000, "Monte Carlo moves recorded per chain", unit="moves", low=1),
+        "stride": Key(int, 5, "moves between recorded frames", unit="moves", low=1),
+        "checkpoint_every": Key(int, 100, "moves between checkpoints of samples_hybrid_mc.h5", unit="moves", low=1),
+        "delayed_acceptance": Key(bool, False, "screen md proposals with the surrogate first (Christen-Fox); only "
+                                  "those that pass cost a reference call"),
+        "correction": Key(str, "none", '"none", or "linear": a pair-feature model of U_ref - U_sur fitted to the '
+                          "chain's own reference labels in equilibration is added to the proposal surrogate",
+                          choices=("none", "linear")),
+    },
     "pimd": {
         "beads": Key(int, 1, "ring-polymer beads per atom (1: classical nuclei); with P > 1 every umbrella window "
                      "is a ring polymer restrained on its centroid CV and the correction is bead-averaged",
@@ -308,6 +338,22 @@ def _check_values(cfg, where, path):
         if cfg["pimd"]["beads"] < 2:
             raise InputError(f"'isotopes.substitute'{where} needs quantum nuclei: classical PMFs do not depend on "
                              "masses. Set 'pimd.beads' (e.g. 16)")
+    if cfg["sampling"]["method"] == "hybrid_mc":
+        h = cfg["hybrid_mc"]
+        if cfg["pimd"]["beads"] > 1 or cfg["isotopes"]["substitute"]:
+            raise InputError(f"'sampling.method'{where} = \"hybrid_mc\" samples classical nuclei; set 'pimd.beads' = 1 "
+                             "and drop 'isotopes.substitute', or use sampling.method = \"umbrella\"")
+        if h["n_production"] < h["stride"]:
+            raise InputError(f"'hybrid_mc.n_production'{where} ({h['n_production']}) is shorter than "
+                             f"'hybrid_mc.stride' ({h['stride']}): no frame would be recorded")
+        if h["max_steps"] is not None and h["n_steps"] > h["max_steps"]:
+            raise InputError(f"'hybrid_mc.n_steps'{where} ({h['n_steps']}) exceeds 'hybrid_mc.max_steps' "
+                             f"({h['max_steps']})")
+        if h["delayed_acceptance"] and h["proposal"] == "mc":
+            raise InputError(f"'hybrid_mc.delayed_acceptance'{where} applies to proposal = \"md\"")
+        if h["correction"] != "none" and h["n_equilibration"] < 30:
+            raise InputError(f"'hybrid_mc.correction'{where} is fitted on the labels of the first third of "
+                             "equilibration; set 'hybrid_mc.n_equilibration' >= 30 moves")
     if cfg["reweight"]["adaptive"] and cfg["reweight"]["budget"] < cfg["reweight"]["n_labels"]:
         raise InputError(f"'reweight.budget'{where} must be at least 'reweight.n_labels' (the first round)")
     for section, key, hint in (("surrogate", "model", " (leave it empty to train)"), ("system", "structure", "")):

@@ -117,6 +117,10 @@ def stored_model_calls(cfg) -> int:
 
 def format_results(r: dict) -> str:
     """The lines ``fesurf run`` prints."""
+    if r.get("sampling") == "hybrid_mc":  # the exact-sampling route: a reference-level PMF, no correction
+        from .hybrid_mc_stage import format_hybrid_mc_results
+
+        return format_hybrid_mc_results(r)
     u = r["unit"]
     s, c = r["surrogate"], r["corrected"]
     return "\n".join([

@@ -530,6 +530,10 @@ def route(cfg) -> list:
         stages.append(StoredSurrogate())
     else:
         stages += [Generate(), Label(), Train()]
+    if cfg.get("sampling", {}).get("method", "umbrella") == "hybrid_mc":  # exact reference-level sampling (issue 14)
+        from .hybrid_mc_stage import HybridMCAnalysis, HybridMCSample
+
+        return stages + [HybridMCSample(), HybridMCAnalysis()]  # no reference labels or reweighting to do
     stages += [Sample(), SurrogatePMF(), ReferenceLabels(), Reweight()]
     if cfg["isotopes"]["substitute"]:
         stages += [Sample(HEAVY), SurrogatePMF(HEAVY), ReferenceLabels(HEAVY), Reweight(HEAVY)]
