@@ -103,6 +103,9 @@ SCHEMA = {
         "hidden": Key(list, [32, 32], "hidden layer widths of each member", item=int, low=1, high=4096),
         "dtype": Key(str, "float64", "surrogate precision", choices=("float64", "float32")),
         "compile": Key(bool, False, "torch.compile the BP MD path (needs a C++ compiler; pays off in long runs)"),
+        "strategy": Key(str, "active", 'how model = "" builds the surrogate: "active" (on-the-fly active learning '
+                        'under the production bias, keys in [active]) or "fixed" (reference MD at the [generate] '
+                        "temperatures plus restrained frames, all labelled, then [train])", choices=("active", "fixed")),
     },
     "generate": {
         "temperatures": Key(list, [300.0, 600.0, 1000.0], "temperatures of the reference MD that generates data",
@@ -122,6 +125,37 @@ SCHEMA = {
         "validation_fraction": Key(NUMBER, 0.1, "fraction of frames held out for validation", low=0, low_open=True,
                                    high=0.5),
     },
+    "active": {  # surrogate.model = "" with surrogate.strategy = "active" (fesurf.training.active)
+        "lower": _positive("lower trust level on the calibrated max atomic force deviation: frames above it are "
+                           "candidates for labels", "eV/A", 0.3),
+        "upper": _positive("upper trust level: above it a walker restarts from its last trusted frame (and, in "
+                           "production, frames are flagged)", "eV/A", 0.6),
+        "per_round": Key(int, 150, "most training labels a round", low=1),
+        "walkers": Key(int, 4, "surrogate walkers per umbrella window in the exploration", low=1, high=4096),
+        "steps": Key(int, 400, "exploration MD steps per round", unit="steps", low=1),
+        "check_every": Key(int, 20, "MD steps between spread checks of the walkers", unit="steps", low=1),
+        "budget": Key(int, 3000, "most reference calls of the whole loop (seed included)", low=1),
+        "max_rounds": Key(int, 15, "most exploration rounds", low=0),
+        "max_beta_sigma": _positive("stop when every PMF bin predicts beta*sigma(dU) at most this", "kT", 1.0),
+        "max_candidate_fraction": Key(NUMBER, 0.1, "stop only when, besides max_beta_sigma, candidate plus untrusted "
+                                      "frames are at most this share of the checked frames", low=0, high=1),
+        "selection": Key(str, "qbc", '"qbc" (query by committee between the trust levels) or "random" (uniform '
+                         "over explored frames, the baseline)", choices=("qbc", "random")),
+        "validation_fraction": Key(NUMBER, 0.1, "extra random held-out labels a round, as a share of per_round "
+                                   "(validation and spread calibration)", low=0, high=1),
+        "normal_modes": Key(int, 64, "seed: normal-mode samples around the start structure", low=0),
+        "scan_points": Key(int, 8, "seed: restrained reference relaxations along the CV", low=0),
+        "scan_steps": Key(int, 6, "seed: reference steps per scan point (each one a label)", low=0),
+        "seed_epochs": Key(int, 200, "epochs (L-BFGS iterations) of the first fit", low=1),
+        "epochs": Key(int, 40, "epochs of every warm-started refit", low=1),
+        "optimizer": Key(str, "lbfgs", "refit optimizer", choices=("lbfgs", "adam")),
+        "free_energy_tolerance": Key(NUMBER, None, "also stop when the sparse correction to the barrier and its "
+                                     "2-sigma interval lie within this (none: off)", unit="kT", low=0,
+                                     low_open=True, nullable=True),
+        "confirm_steps": Key(int, None, "MD steps of the exploration that confirms the stopping test (none: "
+                             "umbrella.n_equilibration + umbrella.n_production; 0: no confirmation)", unit="steps",
+                             low=0, nullable=True),
+    },
     "cv": {
         "type": Key(str, REQUIRED, "distance_difference, or a PLUMED name (DISTANCE, ANGLE, TORSION, ...)"),
         "pairs": Key(list, None, "for distance_difference: two atom pairs [[i, j], [k, l]] (0-based), "
@@ -139,6 +173,11 @@ SCHEMA = {
         "n_production": Key(int, 10000, "MD steps recorded per window", unit="steps", low=1),
         "stride": Key(int, 20, "MD steps between recorded frames", unit="steps", low=1),
         "checkpoint_every": Key(int, 1000, "MD steps between checkpoints of samples.h5", unit="steps", low=1),
+        "guard": Key(str, "warn", "production guard of a committee surrogate: every recorded frame stores its "
+                     'calibrated max force deviation; frames above guard_upper are flagged and "warn" warns, '
+                     '"stop" stops the run, "off" records nothing', choices=("warn", "stop", "off")),
+        "guard_upper": Key(NUMBER, None, "trust level of the guard (none: active.upper)", unit="eV/A", low=0,
+                           low_open=True, nullable=True),
     },
     "sampling": {
         "method": Key(str, "umbrella", '"umbrella" (surrogate umbrella sampling, then sparse reference labels and '
@@ -356,6 +395,12 @@ def _check_values(cfg, where, path):
                              "equilibration; set 'hybrid_mc.n_equilibration' >= 30 moves")
     if cfg["reweight"]["adaptive"] and cfg["reweight"]["budget"] < cfg["reweight"]["n_labels"]:
         raise InputError(f"'reweight.budget'{where} must be at least 'reweight.n_labels' (the first round)")
+    if not cfg["active"]["lower"] < cfg["active"]["upper"]:
+        raise InputError(f"'active.lower'{where} ({cfg['active']['lower']:g}) must be below 'active.upper' "
+                         f"({cfg['active']['upper']:g}) (eV/A)")
+    if cfg["active"]["check_every"] > cfg["active"]["steps"]:
+        raise InputError(f"'active.check_every'{where} ({cfg['active']['check_every']}) exceeds 'active.steps' "
+                         f"({cfg['active']['steps']}): no frame would be checked")
     for section, key, hint in (("surrogate", "model", " (leave it empty to train)"), ("system", "structure", "")):
         value = cfg[section][key]
         if section == "surrogate" and value.startswith(("mace:", "torchsim:")):  # external models (issue 19)

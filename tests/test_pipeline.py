@@ -74,7 +74,7 @@ def test_pipeline_killed_during_sampling_resumes_and_completes(tmp_path):
     assert json.loads((out / "results.json").read_text())["corrected"] == c, again.stderr
 
 
-FROM_SCRATCH = SMALL.replace('model = "builtin:malonaldehyde_committee"', 'model = ""\nn_members = 2\nhidden = [8, 8]') \
+FROM_SCRATCH = SMALL.replace('model = "builtin:malonaldehyde_committee"', 'model = ""\nstrategy = "fixed"\nn_members = 2\nhidden = [8, 8]') \
     .replace("n_production = 3000", "n_production = 400").replace("n_labels = 96", "n_labels = 24\nestimator = \"delta\"") \
     + """
 [generate]

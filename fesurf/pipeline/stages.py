@@ -244,7 +244,10 @@ class Sample(Stage):
             p.samples = quantum_umbrella_sampling(p.model, start, p.cv, dynamics=dyn, **common)
         else:
             dyn = LangevinDynamics(timestep=u["timestep"], friction=u["friction"], seed=cfg["run"]["seed"])
-            p.samples = umbrella_sampling(p.model, start, p.cv, dynamics=dyn, **common)
+            from .active_stage import production_guard  # umbrella.guard: flag frames the committee does not know
+
+            p.samples = umbrella_sampling(p.model, start, p.cv, dynamics=dyn, guard=production_guard(cfg, p.model),
+                                          **common)
         p.samples.set_attrs(atomic_numbers=[int(z) for z in p.atoms.numbers])  # for labels, export and report
         steps = (u["n_equilibration"] + u["n_production"]) * u["n_windows"] * max(1, beads)
         seconds = time.perf_counter() - t0
@@ -528,6 +531,10 @@ def route(cfg) -> list:
     stages: list = []
     if cfg["surrogate"]["model"]:
         stages.append(StoredSurrogate())
+    elif cfg["surrogate"].get("strategy", "active") == "active":
+        from .active_stage import ActiveLearn  # on-the-fly active learning (issue 13)
+
+        stages.append(ActiveLearn())
     else:
         stages += [Generate(), Label(), Train()]
     if cfg.get("sampling", {}).get("method", "umbrella") == "hybrid_mc":  # exact reference-level sampling (issue 14)
