@@ -7,7 +7,9 @@
 3. batched evaluation equals one-by-one evaluation;
 4. forces equal 4th-order central finite differences of the energy;
 5. invariance under a rigid rotation and translation, where the potential
-   claims it (``rotation_invariant`` / ``translation_invariant``).
+   claims it (``rotation_invariant`` / ``translation_invariant``);
+6. for periodic states and potentials with ``supports_stress``: the stress equals 4th-order central
+   finite differences of the energy under a homogeneous symmetric strain (:func:`finite_difference_stress`).
 
 Example
 -------
@@ -79,9 +81,38 @@ def finite_difference_forces(potential, state: State, step: float = 1e-3, max_co
     return fd.view(n, 3), mask.view(n, 3)
 
 
+def finite_difference_stress(potential, state: State, step: float = 1e-4) -> torch.Tensor:
+    """Stress ``[n_systems, 3, 3]`` (eV/A^3, ASE sign) by the 4th-order central stencil in a homogeneous
+    symmetric strain of positions and cell, ``(1/V) dE/d(strain)``; all strained copies of a system in one batch."""
+    shifts, weights = (-2.0, -1.0, 1.0, 2.0), (1.0, -8.0, 8.0, -1.0)
+    comps = [(a, b) for a in range(3) for b in range(a, 3)]
+    out = torch.zeros(state.n_systems, 3, 3, dtype=state.dtype)
+    eye = torch.eye(3, dtype=state.dtype)
+    for i in range(state.n_systems):
+        one = state.select(i)
+        deform = []
+        for a, b in comps:
+            for s in shifts:
+                eps = torch.zeros(3, 3, dtype=state.dtype)
+                eps[a, b] += 0.5 * s * step
+                eps[b, a] += 0.5 * s * step
+                deform.append(eye + eps)
+        deform = torch.stack(deform)  # [6*4, 3, 3]
+        batch = one.replicate(deform.shape[0])
+        pos = torch.einsum("ni,nij->nj", batch.positions, deform[batch.system_index])
+        cell = torch.bmm(batch.cell, deform)
+        energy = potential.select_systems([i] * batch.n_systems).energy(
+            batch.replace(positions=pos, cell=cell)).detach().view(len(comps), len(shifts))
+        deriv = (energy * torch.as_tensor(weights, dtype=energy.dtype)).sum(dim=1) / (12.0 * step)
+        volume = torch.linalg.det(one.cell[0]).abs()
+        for (a, b), d in zip(comps, deriv):
+            out[i, a, b] = out[i, b, a] = d / volume
+    return out
+
+
 def check_potential(potential, state: State, *, force_rtol: float = 1e-6, batch_rtol: float = 1e-10,
                     invariance_atol: float = 1e-8, fd_step: float = 1e-3, max_fd_coords: int | None = 120,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, stress_atol: float = 1e-5, stress_step: float = 1e-4) -> dict:
     """Check the Potential contract; raise :class:`ContractViolation` on failure.
 
     Parameters
@@ -99,6 +130,10 @@ def check_potential(potential, state: State, *, force_rtol: float = 1e-6, batch_
         Finite-difference step in Angstrom.
     max_fd_coords : int or None
         Difference at most this many randomly chosen coordinates (None: all).
+    stress_atol : float
+        Allowed ``max|sigma - sigma_fd|`` (eV/A^3) for periodic states of potentials with ``supports_stress``.
+    stress_step : float
+        Finite-difference strain step (dimensionless).
 
     Returns a dict of the measured errors.
     """
@@ -165,7 +200,19 @@ def check_potential(potential, state: State, *, force_rtol: float = 1e-6, batch_
         if de > invariance_atol or df > invariance_atol * 100:
             raise ContractViolation(f"rotation/translation changed the energy by {de:.2e} eV and the "
                                     f"forces by {df:.2e} eV/A; the potential claims invariance")
+
+    # 6. stress of periodic states
+    if getattr(potential, "supports_stress", False) and state.cell is not None and state.is_periodic:
+        stress = potential.stress(state).detach()
+        if tuple(stress.shape) != (state.n_systems, 3, 3) or not bool(torch.isfinite(stress).all()):
+            raise ContractViolation(f"stress has shape {tuple(stress.shape)} (expected ({state.n_systems}, 3, 3)) "
+                                    "or is not finite")
+        err = float((stress - finite_difference_stress(potential, state, stress_step)).abs().max())
+        report["max_stress_error"] = err
+        if not err <= stress_atol:
+            raise ContractViolation(f"stress differs from finite differences of the strain by {err:.2e} eV/A^3; "
+                                    f"allowed {stress_atol:.0e}")
     return report
 
 
-__all__ = ["check_potential", "finite_difference_forces", "ContractViolation"]
+__all__ = ["check_potential", "finite_difference_forces", "finite_difference_stress", "ContractViolation"]

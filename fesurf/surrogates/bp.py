@@ -123,6 +123,8 @@ class BehlerParrinello(AtomisticModel):
     (4, 2, (1, 3, 120, 16))
     """
 
+    supports_stress = True  # periodic cells: image shifts follow the cell (graph.py), stress by autograd
+
     def __init__(self, elements: Sequence[int], hidden: Sequence[int] = (32, 32), n_members: int = 1,
                  heteroscedastic: bool = False, acsf: dict | None = None, seed: int = 0, shared_layers: int = 0):
         super().__init__()

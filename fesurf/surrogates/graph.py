@@ -86,7 +86,8 @@ def build_graph(state: State, cutoff: float, triplets: bool = False, triplet_cut
     j = torch.cat([pairs.j, pairs.i])
     shifts = None
     if state.is_periodic and state.cell is not None:
-        cart = torch.einsum("pk,pkl->pl", pairs.cell_shifts.to(state.dtype), state.cell.detach()[state.system_index[pairs.i]])
+        # not detached: the shifts follow a strained cell, so stress (and the virial) come from autograd
+        cart = torch.einsum("pk,pkl->pl", pairs.cell_shifts.to(state.dtype), state.cell[state.system_index[pairs.i]])
         shifts = torch.cat([cart, -cart])
     order = torch.argsort(i, stable=True)
     i, j = i[order], j[order]
@@ -96,7 +97,7 @@ def build_graph(state: State, cutoff: float, triplets: bool = False, triplet_cut
         if triplet_cutoff is not None and triplet_cutoff < cutoff:
             vec = state.positions.detach()[j] - state.positions.detach()[i]
             if shifts is not None:
-                vec = vec + shifts
+                vec = vec + shifts.detach()
             keep = (vec * vec).sum(1) < triplet_cutoff ** 2
             sub = torch.nonzero(keep).flatten()
             p1, p2 = triplets_from_pairs(i[sub], state.n_atoms)

@@ -60,6 +60,8 @@ class SchNet(AtomisticModel):
     seed : initialisation.
     """
 
+    supports_stress = True  # periodic cells: image shifts follow the cell (graph.py), stress by autograd
+
     def __init__(self, elements: Sequence[int], features: int = 32, n_interactions: int = 3, n_rbf: int = 20,
                  cutoff: float = 5.0, seed: int = 0):
         super().__init__()
@@ -133,6 +135,7 @@ class Committee(AtomisticModel):
             raise InputError("a committee needs at least one member")
         self.members = torch.nn.ModuleList(members)
         self.n_members = sum(m.n_members for m in members)
+        self.supports_stress = all(getattr(m, "supports_stress", False) for m in members)
 
     def config(self) -> dict:
         return {"type": "Committee", "members": [m.config() for m in self.members]}

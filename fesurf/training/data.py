@@ -79,6 +79,12 @@ class Dataset:
     atom_charges: torch.Tensor | None = None
     #: [n_frames, 3] reference dipole moments (e*A, about the coordinate origin), or None
     dipole: torch.Tensor | None = None
+    # --- optional periodic cells and stress (periodic training; see _validate_periodic) ---
+    #: [n_frames, 3, 3] lattice vectors (rows, A) and [n_frames, 3] pbc of periodic frames, or None (molecules)
+    cell: torch.Tensor | None = None
+    pbc: torch.Tensor | None = None
+    #: [n_frames, 3, 3] reference stress (eV/A^3, ASE sign: (1/V) dE/d(strain)), or None
+    stress: torch.Tensor | None = None
 
     #: the units every Dataset is stored in; an npz file that declares others is refused
     UNITS = {"energy": "eV", "forces": "eV/A", "positions": "A", "charge": "e"}
@@ -86,6 +92,23 @@ class Dataset:
     def __post_init__(self):
         self.validate()
         self._validate_moments()
+        self._validate_periodic()
+
+    def _validate_periodic(self) -> None:
+        """Cells [n_frames, 3, 3] with pbc [n_frames, 3], and stress [n_frames, 3, 3] (needs cells), finite."""
+        n = len(self.energy)
+        if (self.cell is None) != (self.pbc is None):
+            raise InputError("give cell and pbc together (periodic frames), or neither")
+        if self.stress is not None and self.cell is None:
+            raise InputError("stress needs the frames' cells (cell=, pbc=)")
+        for name, arr, shape in (("cell", self.cell, (n, 3, 3)), ("pbc", self.pbc, (n, 3)),
+                                 ("stress", self.stress, (n, 3, 3))):
+            if arr is None:
+                continue
+            if tuple(arr.shape) != shape:
+                raise InputError(f"{name} must have shape {shape}, got {tuple(arr.shape)}")
+            if name != "pbc" and not bool(torch.isfinite(arr).all()):
+                raise InputError(f"{name} holds NaN or inf; drop the frames whose reference has none")
 
     def _validate_moments(self) -> None:
         """Reference charges [n_atoms] and dipoles [n_frames, 3], when present, are finite and fit."""
@@ -168,13 +191,14 @@ class Dataset:
                    offsets=torch.as_tensor(np.concatenate([[0], np.cumsum(counts)])),
                    energy=torch.as_tensor(np.array(e, dtype=float)), forces=torch.as_tensor(np.concatenate(f)),
                    charge=torch.as_tensor(q, dtype=torch.float64), multiplicity=torch.as_tensor(m), info=info,
-                   **_moments_from_atoms(frames))
+                   **_moments_from_atoms(frames), **_periodic_from_atoms(frames))
 
     @classmethod
     def from_labels(cls, labels) -> "Dataset":
         """Build from oracle labels (failed ones are dropped); reference charges and dipoles in
         ``Label.extra`` (``XTBOracle(moments=True)``) become :attr:`atom_charges` and :attr:`dipole`."""
-        return cls.from_atoms([_attach_moments(lab.to_atoms(), lab.extra) for lab in labels if lab.ok])
+        return cls.from_atoms([_attach_stress(_attach_moments(lab.to_atoms(), lab.extra), lab.extra)
+                               for lab in labels if lab.ok])
 
     @classmethod
     def read(cls, path) -> "Dataset":
@@ -189,7 +213,8 @@ class Dataset:
                             offsets=self.offsets.numpy(), energy=self.energy.numpy(), forces=self.forces.numpy(),
                             charge=self.charge.numpy(), multiplicity=self.multiplicity.numpy(),
                             info=np.array(json.dumps(self.info, default=float)), units=np.array(json.dumps(self.UNITS)),
-                            **{k: v.numpy() for k, v in (("atom_charges", self.atom_charges), ("dipole", self.dipole))
+                            **{k: v.numpy() for k, v in (("atom_charges", self.atom_charges), ("dipole", self.dipole),
+                                                         ("cell", self.cell), ("pbc", self.pbc), ("stress", self.stress))
                                if v is not None})
 
     @classmethod
@@ -214,7 +239,7 @@ class Dataset:
             raise InputError(f"{path} declares units {wrong}; fesurf Datasets hold {cls.UNITS}: convert the data")
         info = json.loads(str(arrays.pop("info")))
         with np.load(path, allow_pickle=False) as d:  # optional reference charges and dipoles
-            arrays.update({k: d[k] for k in ("atom_charges", "dipole") if k in d.files})
+            arrays.update({k: d[k] for k in ("atom_charges", "dipole", "cell", "pbc", "stress") if k in d.files})
         return cls(**{k: torch.as_tensor(v) for k, v in arrays.items()}, info=info)
 
     def atom_index(self, frames: torch.Tensor) -> torch.Tensor:
@@ -235,6 +260,8 @@ class Dataset:
                       charge=self.charge[frames].to(dtype), multiplicity=self.multiplicity[frames], validate=False)
         state.masses = torch.ones(len(idx), dtype=dtype)
         state.pbc = torch.zeros(len(frames), 3, dtype=torch.bool)
+        if self.cell is not None:  # periodic frames
+            state.cell, state.pbc = self.cell[frames].to(dtype), self.pbc[frames].clone()
         return state, self.energy[frames].to(dtype), self.forces[idx].to(dtype)
 
     def subset(self, frames) -> "Dataset":
@@ -246,7 +273,8 @@ class Dataset:
                        torch.cumsum(counts, 0)]), self.energy[frames], self.forces[idx], self.charge[frames],
                        self.multiplicity[frames], [self.info[int(k)] for k in frames],
                        atom_charges=None if self.atom_charges is None else self.atom_charges[idx],
-                       dipole=None if self.dipole is None else self.dipole[frames])
+                       dipole=None if self.dipole is None else self.dipole[frames],
+                       **{k: None if getattr(self, k) is None else getattr(self, k)[frames] for k in ("cell", "pbc", "stress")})
 
     def to_atoms(self) -> list[Atoms]:
         """Frames as Atoms with SinglePointCalculators."""
@@ -255,9 +283,12 @@ class Dataset:
         out = []
         for k in range(len(self)):
             a, b = int(self.offsets[k]), int(self.offsets[k + 1])
-            atoms = Atoms(numbers=self.numbers[a:b].numpy(), positions=self.positions[a:b].numpy())
+            atoms = Atoms(numbers=self.numbers[a:b].numpy(), positions=self.positions[a:b].numpy(),
+                          cell=None if self.cell is None else self.cell[k].numpy(),
+                          pbc=False if self.pbc is None else self.pbc[k].numpy())
             atoms.info.update(self.info[k])
             atoms.calc = SinglePointCalculator(atoms, energy=float(self.energy[k]), forces=self.forces[a:b].numpy())
+            _attach_stress(atoms, {"stress": None if self.stress is None else self.stress[k].numpy()})
             _attach_moments(atoms, {"charges": None if self.atom_charges is None else self.atom_charges[a:b].numpy(),
                                     "dipole": None if self.dipole is None else self.dipole[k].numpy()})
             out.append(atoms)
@@ -324,6 +355,38 @@ def _moments_from_atoms(frames) -> dict:
             out[name] = torch.as_tensor(arr.reshape(-1, 3) if name == "dipole" else arr)
         elif any(have):
             log.info("%d of %d frames carry %s; the Dataset keeps none", sum(have), len(frames), key)
+    return out
+
+
+# --- periodic cells and stress on Atoms (periodic training) -------------------------------------
+def _attach_stress(atoms: Atoms, extra: dict) -> Atoms:
+    """Put ``extra["stress"]`` ([3, 3] eV/A^3, e.g. :class:`~fesurf.training.periodic_fit.StressOracle`'s
+    Label.extra) into the Atoms' calculator results (ASE Voigt order), where extxyz stores it."""
+    s = extra.get("stress")
+    if s is not None and atoms.calc is not None:
+        s = np.asarray(s, dtype=np.float64).reshape(3, 3)
+        atoms.calc.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+    return atoms
+
+
+def _periodic_from_atoms(frames) -> dict:
+    """``cell``/``pbc`` when any frame is periodic (all frames then keep theirs), ``stress`` when every
+    frame's calculator holds one (else None, with a log line when only some do)."""
+    if not any(np.any(a.pbc) for a in frames):
+        return {}
+    out = {"cell": torch.as_tensor(np.stack([np.asarray(a.cell.array, dtype=np.float64) for a in frames])),
+           "pbc": torch.as_tensor(np.stack([np.asarray(a.pbc, dtype=bool) for a in frames]))}
+    stresses = [None if a.calc is None else a.calc.results.get("stress") for a in frames]
+    if all(s is not None for s in stresses):
+        def full(v):  # ASE Voigt order xx, yy, zz, yz, xz, xy
+            v = np.asarray(v, dtype=np.float64).reshape(-1)
+            return v.reshape(3, 3) if v.size == 9 else np.array([[v[0], v[5], v[4]], [v[5], v[1], v[3]],
+                                                                  [v[4], v[3], v[2]]])
+
+        out["stress"] = torch.as_tensor(np.stack([full(s) for s in stresses]))
+    elif any(s is not None for s in stresses):
+        log.info("%d of %d frames carry stress; the Dataset keeps none", sum(s is not None for s in stresses),
+                 len(frames))
     return out
 
 

@@ -113,20 +113,31 @@ def _species(model, numbers):
     return model.acsf.species(numbers) if hasattr(model, "acsf") else model.species(numbers)
 
 
-def _losses(model, state, energy, forces, cfg, frame_weights=None):
-    """Per-member loss [M] (and its parts) on one batch."""
-    e_pred, f_pred, log_var = model.member_energies_and_forces(state, create_graph=True)
+def energy_force_loss(state, e_pred, f_pred, energy, forces, cfg):
+    """Per-member, per-frame ``energy_weight * ((E - E_ref) / n)^2 + force_weight * mean (F - F_ref)^2``
+    ``[M, B]`` (the module docstring's loss), and the atoms per frame ``[B]``; other trainers add terms."""
     n_at = state.atoms_per_system.to(e_pred.dtype)
     de = (e_pred - energy) / n_at  # [M, B]
     df2 = ((f_pred - forces) ** 2).sum(-1)  # [M, N]
     df2_sys = torch.zeros_like(de).index_add(1, state.system_index, df2) / (3 * n_at)  # [M, B]
-    per_frame = cfg.energy_weight * de ** 2 + cfg.force_weight * df2_sys
-    if log_var is not None:
-        nll = 0.5 * (log_var + (e_pred.detach() - energy) ** 2 / log_var.exp())
-        per_frame = per_frame + cfg.nll_weight * nll / n_at
+    return cfg.energy_weight * de ** 2 + cfg.force_weight * df2_sys, n_at
+
+
+def frame_mean(per_frame, frame_weights=None):
+    """Per-member loss ``[M]``: the mean over frames, or the bootstrap-weighted mean."""
     if frame_weights is not None:
         return (per_frame * frame_weights).sum(1) / frame_weights.sum(1).clamp_min(1e-12)
     return per_frame.mean(1)
+
+
+def _losses(model, state, energy, forces, cfg, frame_weights=None):
+    """Per-member loss [M] (and its parts) on one batch."""
+    e_pred, f_pred, log_var = model.member_energies_and_forces(state, create_graph=True)
+    per_frame, n_at = energy_force_loss(state, e_pred, f_pred, energy, forces, cfg)
+    if log_var is not None:
+        nll = 0.5 * (log_var + (e_pred.detach() - energy) ** 2 / log_var.exp())
+        per_frame = per_frame + cfg.nll_weight * nll / n_at
+    return frame_mean(per_frame, frame_weights)
 
 
 def train(model, dataset: Dataset, train_idx, val_idx, config: TrainConfig | None = None, progress=None) -> dict:
@@ -147,6 +158,21 @@ def train(model, dataset: Dataset, train_idx, val_idx, config: TrainConfig | Non
     cfg = config or TrainConfig()
     if cfg.dtype not in ("float64", "float32"):
         raise InputError("dtype must be 'float64' or 'float32'")
+    return run_training(model, dataset, train_idx, val_idx, cfg, progress, _dataset_batch, _losses)
+
+
+def _dataset_batch(dataset: Dataset, frames, dtype):
+    return dataset.batch(frames, dtype)
+
+
+def run_training(model, dataset: Dataset, train_idx, val_idx, cfg: TrainConfig, progress, make_batch, loss_fn) -> dict:
+    """The training loop of :func:`train`, shared by the other trainers (periodic cells with stress:
+    :func:`fesurf.training.periodic_fit.train_periodic`): reference energies and descriptor statistics
+    (:func:`_prepare`), bootstrap weights, Adam with ReduceLROnPlateau, early stopping, best weights restored.
+
+    ``make_batch(dataset, frames, dtype)`` returns a tuple whose first item is the batch's State;
+    ``loss_fn(model, *batch, cfg, frame_weights)`` returns the per-member loss ``[M]``.
+    """
     train_idx = torch.as_tensor(train_idx, dtype=torch.long)
     val_idx = torch.as_tensor(val_idx, dtype=torch.long)
     if len(train_idx) == 0 or len(val_idx) == 0:
@@ -168,7 +194,7 @@ def train(model, dataset: Dataset, train_idx, val_idx, config: TrainConfig | Non
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience,
                                                        min_lr=cfg.min_lr)
-    val_batches = [dataset.batch(val_idx[k:k + 256], dtype) for k in range(0, len(val_idx), 256)]
+    val_batches = [make_batch(dataset, val_idx[k:k + 256], dtype) for k in range(0, len(val_idx), 256)]
     history = {"train_loss": [], "val_loss": [], "lr": [], "best_epoch": 0}
     best, best_state, bad_epochs = float("inf"), copy.deepcopy(model.state_dict()), 0
     start = time.time()
@@ -179,9 +205,9 @@ def train(model, dataset: Dataset, train_idx, val_idx, config: TrainConfig | Non
         total, nb = 0.0, 0
         for k in range(0, len(perm), cfg.batch_size):
             pos = perm[k:k + cfg.batch_size]
-            state, energy, forces = dataset.batch(train_idx[pos], dtype)
+            batch = make_batch(dataset, train_idx[pos], dtype)
             weights = None if boot is None else boot[:, pos]
-            loss = _losses(model, state, energy, forces, cfg, weights).sum()
+            loss = loss_fn(model, *batch, cfg, weights).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -189,8 +215,8 @@ def train(model, dataset: Dataset, train_idx, val_idx, config: TrainConfig | Non
             nb += 1
         model.eval()
         val = 0.0
-        for state, energy, forces in val_batches:
-            val += float(_losses(model, state, energy, forces, cfg).detach().mean()) * state.n_systems
+        for batch in val_batches:
+            val += float(loss_fn(model, *batch, cfg).detach().mean()) * batch[0].n_systems
         val /= len(val_idx)
         history["train_loss"].append(total / nb)
         history["val_loss"].append(val)
