@@ -11,7 +11,7 @@ KERNEL_DIR   = $(VENV)/plumed-kernel
 KERNEL       = $(KERNEL_DIR)/plumed/_lib/lib/libplumedKernel.so
 PIP          = $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test install kernel clean
+.PHONY: demo test install kernel clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[test,docs]"
 	$(PIP) install --quiet --no-deps -c $(CONSTRAINTS) torch-dftd  # D3 tables; its pymatgen dependency is unused
 	touch $(STAMP)
 
@@ -39,6 +39,11 @@ demo: $(STAMP)
 
 test: $(STAMP) $(KERNEL)
 	PLUMED_KERNEL=$(abspath $(KERNEL)) $(PY) -m pytest -q
+
+# The documentation site (docs/_build/html): Sphinx in nitpicky mode, warnings as errors; notebooks are
+# rendered with their stored outputs, never executed (python scripts/refresh_tutorials.py refreshes them).
+docs: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m sphinx -n -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,6 +3,7 @@
 One place decides the threads of torch, OpenMP (tblite, PySCF), and BLAS for the main process and for
 every worker, and builds the executors that reference calls and independent jobs run on:
 
+======================= ========================================
 ``ThreadLayout``        usable cores, worker count, threads per worker and in the main process;
                         :func:`decide_threads` makes one that never oversubscribes the machine.
 ``make_executor``       ``"serial"`` (in this process), ``"processes"`` (a local spawn pool of
@@ -13,6 +14,7 @@ every worker, and builds the executors that reference calls and independent jobs
 ``worker_oracle``       inside a worker: one long-lived oracle (and calculator) per worker thread,
                         built on first use and kept for every later task.
 ``chunk_size_for``      how many calls go in one task, from the oracle's call-cost estimate.
+======================= ========================================
 
 Why threads matter: tblite and PySCF use OpenMP. Two OpenMP threads per process on a 2-core
 machine that is busy with anything else collapse (one GFN2-xTB call on malonaldehyde measured

@@ -1068,9 +1068,12 @@ def hybrid_mc_sampling(surrogate, reference, state: State, cvs, centers=None, ka
     replicas_per_window : independent chains per window (system ``k * replicas_per_window + r``); for
         unbiased sampling a start State of several systems gives one walker per system
 
-    Returns the SampleSet at the reference level: ``u_kn = beta (U_ref + bias_k)``, ``u_ref =
-    beta U_ref`` (kT), so ``compute_pmf(samples)`` is the reference PMF and ``u_ref * kT`` the
-    reference energy of every frame; ``attrs["hybrid_mc"]`` holds :func:`hybrid_mc_report`.
+    Returns
+    -------
+    SampleSet
+        At the reference level: ``u_kn = beta (U_ref + bias_k)``, ``u_ref = beta U_ref`` (kT), so
+        ``compute_pmf(samples)`` is the reference PMF and ``u_ref * kT`` the reference energy of every
+        frame; ``attrs["hybrid_mc"]`` holds :func:`hybrid_mc_report`.
 
     Example
     -------

@@ -4,11 +4,13 @@ Every sampling protocol (umbrella, TI/FEP, metadynamics, and the ones built on
 them) takes the same three groups of settings instead of re-listing twenty
 keywords:
 
+============== ========================================
 ``Dynamics``   how the replicas move: :class:`LangevinDynamics` (BAOAB) here; other
                movers (ring polymers, hybrid Monte Carlo) provide the same
                ``build(potential, temperature, n_systems)`` and ``attrs()``.
 ``Schedule``   ``n_equilibration``, ``n_production``, ``stride``, ``checkpoint_every`` (MD steps).
 ``Storage``    ``path``, ``resume``, ``overwrite``, ``store_positions``.
+============== ========================================
 
 The protocol functions still accept the old flat keywords (``timestep=``,
 ``n_production=``, ``path=`` ...), which :func:`resolve` folds into these objects,

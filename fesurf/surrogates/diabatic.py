@@ -7,6 +7,7 @@ singularity sits in the eigenvalue step, which is done exactly.
 
 Pieces
 ------
+========================= ========================================
 ``DiabaticHamiltonian``   base: ``diabatic_matrix(state) -> [n_systems, n, n]`` (eV),
                           eigen-decomposition (closed form for 2 x 2, ``eigh`` beyond),
                           adiabatic energies, Hellmann-Feynman forces, NACs.
@@ -18,6 +19,7 @@ Pieces
 ``DiabaticCV``            smooth CVs H_ii - H_jj and |H_ij|.
 ``fit_diabatic``          training on adiabatic energies (and forces) with eigen-free losses.
 ``nac_loss``              sign-insensitive NAC loss.
+========================= ========================================
 
 Forces come from Hellmann-Feynman, ``F_i = -U_i^T (dH/dR) U_i``, evaluated as the
 autograd gradient of ``U_i^T H U_i`` with the eigenvectors held fixed: no

@@ -43,6 +43,8 @@ __all__ = ["LongRangeTrainConfig", "dispersion_of_dataset", "subtract_dispersion
 class LongRangeTrainConfig(TrainConfig):
     """:class:`~fesurf.training.fit.TrainConfig` plus the charge terms.
 
+    Attributes
+    ----------
     charge_weight : weight of the mean squared charge error (e^2) per atom.
     dipole_weight : weight of the squared dipole error per atom ((e A)^2 / atom).
     charge_pretrain_epochs : epochs that fit only the charge networks (and hardnesses) to the
