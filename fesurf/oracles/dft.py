@@ -72,13 +72,18 @@ class PySCFOracle(Oracle):
         """Seconds: B3LYP/def2-SVP energy + gradient on malonaldehyde takes ~4-7 s on one core (~n^3)."""
         return 5.0 * max(1.0, n_atoms / 9.0) ** 3
 
-    def _compute(self, atoms, charge, multiplicity):
+    def _unrestricted(self, multiplicity) -> bool:
+        """UKS for open shells unless ``unrestricted`` says otherwise."""
+        return self.unrestricted if self.unrestricted is not None else multiplicity > 1
+
+    def _make_scf(self, atoms, charge, multiplicity):
+        """The PySCF KS object for ``atoms`` (A) with this oracle's settings, not yet run."""
         from pyscf import dft, gto
 
         mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
                     unit="Angstrom", basis=self.basis, charge=int(round(charge)), spin=int(multiplicity) - 1,
                     verbose=0)
-        unrestricted = self.unrestricted if self.unrestricted is not None else multiplicity > 1
+        unrestricted = self._unrestricted(multiplicity)
         if not unrestricted and multiplicity != 1:
             raise InputError("RKS needs multiplicity 1; use unrestricted=True or None")
         mf = (dft.UKS if unrestricted else dft.RKS)(mol)
@@ -86,10 +91,14 @@ class PySCFOracle(Oracle):
         mf.grids.level = self.grid_level
         if self.density_fit:
             mf = mf.density_fit(auxbasis=self.auxbasis)
+        return mf
+
+    def _compute(self, atoms, charge, multiplicity):
+        mf = self._make_scf(atoms, charge, multiplicity)
         energy = mf.kernel()
         if not mf.converged:
             raise SCFNotConverged(f"SCF not converged in {self.max_cycle} cycles")
         grad = mf.nuc_grad_method().kernel()
-        self._extra = {"spin_square": float(mf.spin_square()[0]) if unrestricted else 0.0}
+        self._extra = {"spin_square": float(mf.spin_square()[0]) if self._unrestricted(multiplicity) else 0.0}
         return float(energy) * Hartree, -np.asarray(grad) * Hartree / Bohr
 

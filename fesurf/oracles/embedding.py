@@ -239,23 +239,12 @@ class EmbeddedPySCFOracle(PySCFOracle):
         return Label(ok=True, energy=float(energy), forces=forces, extra=dict(self._extra), **base)
 
     def _compute(self, atoms, charge, multiplicity):
-        from pyscf import dft, gto, qmmm
+        from pyscf import qmmm
 
         emb = self.embedding
         core = list(emb.core)
         idx, mm_pos, mm_q = emb.select(atoms)
-        sub = atoms[core]
-        mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(sub.get_chemical_symbols(), sub.positions)],
-                    unit="Angstrom", basis=self.basis, charge=int(round(charge)), spin=int(multiplicity) - 1,
-                    verbose=0)
-        unrestricted = self.unrestricted if self.unrestricted is not None else multiplicity > 1
-        if not unrestricted and multiplicity != 1:
-            raise InputError("RKS needs multiplicity 1; use unrestricted=True or None")
-        mf = (dft.UKS if unrestricted else dft.RKS)(mol)
-        mf.xc, mf.conv_tol, mf.max_cycle = self.xc, self.conv_tol, self.max_cycle
-        mf.grids.level = self.grid_level
-        if self.density_fit:
-            mf = mf.density_fit(auxbasis=self.auxbasis)
+        mf = self._make_scf(atoms[core], charge, multiplicity)
         if len(idx):
             mf = qmmm.mm_charge(mf, mm_pos, mm_q, unit="Angstrom")
         energy = mf.kernel()
@@ -271,7 +260,7 @@ class EmbeddedPySCFOracle(PySCFOracle):
                 dm = dm[0] + dm[1]
             grad_mm = g.grad_hcore_mm(dm) + g.grad_nuc_mm()
             forces[idx] = -np.asarray(grad_mm) * Hartree / Bohr
-        self._extra = {"spin_square": float(mf.spin_square()[0]) if unrestricted else 0.0,
+        self._extra = {"spin_square": float(mf.spin_square()[0]) if self._unrestricted(multiplicity) else 0.0,
                        "n_mm_charges": int(len(idx))}
         return float(energy) * Hartree, forces
 
