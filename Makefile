@@ -37,8 +37,12 @@ kernel: $(KERNEL)
 demo: $(STAMP)
 	$(VENV)/bin/fesurf run examples/malonaldehyde.toml
 
+# One pytest worker per usable core (pytest-xdist; fesurf.execution.usable_cores reads the affinity mask
+# and the cgroup quota), whole files per worker so that module fixtures are built once. Every test is
+# seeded and single-threaded, so the numbers do not depend on the worker count.
 test: $(STAMP) $(KERNEL)
-	PLUMED_KERNEL=$(abspath $(KERNEL)) $(PY) -m pytest -q
+	PLUMED_KERNEL=$(abspath $(KERNEL)) $(PY) -m pytest -q \
+	  -n $$($(PY) -c "from fesurf.execution import usable_cores; print(usable_cores())") --dist loadfile
 
 # The documentation site (docs/_build/html): Sphinx in nitpicky mode, warnings as errors; notebooks are
 # rendered with their stored outputs, never executed (python scripts/refresh_tutorials.py refreshes them).

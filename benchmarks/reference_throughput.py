@@ -125,6 +125,23 @@ def sampling_cost(n_steps=300):
     return (time.perf_counter() - t) / ((n_steps + 20) * 16)
 
 
+def _fresh_sampling_cost():
+    from fesurf.execution import apply_threads, decide_threads
+
+    apply_threads(decide_threads().main_threads)  # as `fesurf run` sets its main process
+    return sampling_cost()
+
+
+def sampling_cost_in_fresh_process():
+    """:func:`sampling_cost` in a new process with fesurf's thread layout, as a ``fesurf run`` samples.
+
+    (This benchmark's own process has run DFT pools, Dask and an all-threads OpenMP case by then; a
+    sampler sharing the GIL and the OpenMP runtime with what they leave behind is not what users run.)
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_fresh_sampling_cost).result()
+
+
 def xtb_call_cost(n=60, threads=None):
     """Seconds per in-process GFN2-xTB call (fesurf's layout; or a fixed OpenMP thread count)."""
     from fesurf.execution import limit_threads
@@ -169,8 +186,9 @@ def main():
 
     # serial, in this process
     timed_label(oracle, configs[:5])
-    dt, serial = timed_label(oracle, configs)
-    out["serial_calls_per_s"] = n / dt
+    serial_runs = [timed_label(oracle, configs) for _ in range(3)]
+    serial = serial_runs[0][1]
+    out["serial_calls_per_s"] = n / float(np.median([r[0] for r in serial_runs]))
 
     # persistent local pool of 2
     t0 = time.perf_counter()
@@ -193,8 +211,12 @@ def main():
     register_thread_plugin(client, 1)
     timed_label(oracle, frames(4, seed=6), client)
     out["dask_start_s"] = time.perf_counter() - t0
-    dt, dasked = timed_label(oracle, configs, client)
+    # three timed batches, the median kept: this shared VM's neighbours move single batches by 2x
+    repeats = [timed_label(oracle, configs, client) for _ in range(3)]
+    dt = float(np.median([r[0] for r in repeats]))
+    dasked = repeats[0][1]
     out["dask_calls_per_s"] = n / dt
+    out["dask_seconds_repeats"] = [r[0] for r in repeats]
     assert all(a.energy == b.energy for a, b in zip(serial, dasked))
     # overhead per call: Dask wall time beyond an ideal 2-way split of the serial work
     out["dask_overhead_per_call_ms"] = max(0.0, (dt - (n / out["serial_calls_per_s"]) / 2) / n * 1e3)
@@ -222,13 +244,24 @@ def main():
         out["parallel_efficiency_2_workers"] = times[1] / (2 * times[2])
 
     # graceful degradation under a competing load (two busy processes)
+    # (the all-threads xTB case runs last in each phase: its idle OpenMP threads, left spinning in this
+    # process, would otherwise be timed as part of the next measurement)
+    quiet_md = sampling_cost_in_fresh_process()
     quiet_xtb = xtb_call_cost()
     quiet_xtb_all_threads = xtb_call_cost(threads=usable_cores())
-    quiet_md = sampling_cost()
+    n_loaded = min(n, 120)
     with CompetingLoad(n=max(2, usable_cores())):
+        loaded_md = sampling_cost_in_fresh_process()
         loaded_xtb = xtb_call_cost()
+        # the persistent pool and the old design again, side by side under the same load
+        pool, owned = make_executor("processes", decide_threads(2, call_seconds=oracle.call_seconds(9)))
+        timed_label(oracle, frames(4, seed=5), pool)
+        dt_pool_loaded, _ = timed_label(oracle, configs[:n_loaded], pool)
+        shutdown(pool, owned)
+        dt_old_loaded, start_old_loaded, _ = old_design(configs[:n_loaded])
         loaded_xtb_all_threads = xtb_call_cost(threads=usable_cores())
-        loaded_md = sampling_cost()
+    out.update(pool_calls_per_s_loaded=n_loaded / dt_pool_loaded, old_calls_per_s_loaded=n_loaded / dt_old_loaded,
+               old_start_s_loaded=start_old_loaded, ratio_pool_vs_old_loaded=dt_old_loaded / dt_pool_loaded)
     out.update(xtb_call_ms_quiet=quiet_xtb * 1e3, xtb_call_ms_loaded=loaded_xtb * 1e3,
                xtb_load_slowdown=loaded_xtb / quiet_xtb,
                xtb_call_ms_quiet_all_threads=quiet_xtb_all_threads * 1e3,
