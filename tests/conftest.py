@@ -18,3 +18,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+# Longest files first (timings from `pytest --durations`): with one file per worker at a time
+# (`--dist loadfile`), starting the long ones early keeps both workers busy to the end.
+_LONG_FILES = ("test_tutorial_09.py", "test_sampling_umbrella.py", "test_reweight.py", "test_multistate_marcus.py",
+               "test_pipeline.py", "test_pipeline_quantum.py", "test_readme.py", "test_quantum_estimators.py",
+               "test_cross_level.py", "test_sampling_resume.py", "test_docs.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(_LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
