@@ -57,6 +57,21 @@ def timed_label(oracle, configs, executor=None):
     return dt, labels
 
 
+def persistent_pool(oracle, configs, workers=2):
+    """fesurf's local pool: (start-up s incl. a warm batch, timed seconds, labels, chunk size)."""
+    from fesurf.execution import decide_threads, make_executor, shutdown
+
+    t0 = time.perf_counter()
+    pool, owned = make_executor("processes", decide_threads(workers, call_seconds=oracle.call_seconds(9)))
+    try:
+        timed_label(oracle, frames(4, seed=5), pool)
+        start = time.perf_counter() - t0
+        dt, labels = timed_label(oracle, configs, pool)
+        return start, dt, labels, oracle.last_stats["chunk_size"]
+    finally:
+        shutdown(pool, owned)
+
+
 def old_design(configs, workers=2):
     """The previous pipeline: spawn pool, one task per call, a new calculator per task, default threads."""
     from fesurf.oracles import XTBOracle
@@ -191,14 +206,8 @@ def main():
     out["serial_calls_per_s"] = n / float(np.median([r[0] for r in serial_runs]))
 
     # persistent local pool of 2
-    t0 = time.perf_counter()
-    pool, owned = make_executor("processes", decide_threads(2, call_seconds=oracle.call_seconds(9)))
-    timed_label(oracle, frames(4, seed=5), pool)
-    out["pool_start_s"] = time.perf_counter() - t0
-    dt, pooled = timed_label(oracle, configs, pool)
+    out["pool_start_s"], dt, pooled, out["pool_chunk_size"] = persistent_pool(oracle, configs)
     out["pool_calls_per_s"] = n / dt
-    out["pool_chunk_size"] = oracle.last_stats["chunk_size"]
-    shutdown(pool, owned)
     assert all(a.energy == b.energy for a, b in zip(serial, pooled))
 
     # Dask LocalCluster of 2
@@ -254,10 +263,7 @@ def main():
         loaded_md = sampling_cost_in_fresh_process()
         loaded_xtb = xtb_call_cost()
         # the persistent pool and the old design again, side by side under the same load
-        pool, owned = make_executor("processes", decide_threads(2, call_seconds=oracle.call_seconds(9)))
-        timed_label(oracle, frames(4, seed=5), pool)
-        dt_pool_loaded, _ = timed_label(oracle, configs[:n_loaded], pool)
-        shutdown(pool, owned)
+        _, dt_pool_loaded, _, _ = persistent_pool(oracle, configs[:n_loaded])
         dt_old_loaded, start_old_loaded, _ = old_design(configs[:n_loaded])
         loaded_xtb_all_threads = xtb_call_cost(threads=usable_cores())
     out.update(pool_calls_per_s_loaded=n_loaded / dt_pool_loaded, old_calls_per_s_loaded=n_loaded / dt_old_loaded,

@@ -18,7 +18,8 @@ $pip install --quiet -e ".[test,docs]"
 $pip install --quiet --no-deps torch-dftd  # D3 tables; its pymatgen dependency is unused
 $pip install --quiet --no-deps --target "$work/venv/plumed-kernel" hillclimber
 kernel="$work/venv/plumed-kernel/plumed/_lib/lib/libplumedKernel.so"
-PLUMED_KERNEL="$kernel" "$work/venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+PLUMED_KERNEL="$kernel" "$work/venv/bin/python" -m pytest -q -p no:cacheprovider --dist loadfile \
+  -n "$("$work/venv/bin/python" -c "from fesurf.execution import usable_cores; print(usable_cores())")"  # as make test
 {
   echo "# Exact versions the whole suite was validated with (make test installs with them)."
   echo "# Refresh: scripts/refresh_pins.sh (fresh venv, newest releases, full suite, then rewrite this file)."
