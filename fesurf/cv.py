@@ -192,8 +192,7 @@ class CV(torch.nn.Module):
 # ---------------------------------------------------------------------- helpers
 def _global_index(state: State, idx: Sequence[int]) -> torch.Tensor:
     """[n_systems, len(idx)] flat atom indices of per-system indices ``idx``."""
-    counts = state.atoms_per_system
-    offsets = torch.cumsum(counts, 0) - counts
+    offsets = state.first_atom_of_system
     return offsets[:, None] + torch.as_tensor(list(idx), dtype=torch.long, device=state.device)[None, :]
 
 

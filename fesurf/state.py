@@ -28,6 +28,33 @@ from ase.data import atomic_masses, chemical_symbols
 
 from .errors import InputError
 
+
+class _SystemLayout:
+    """The batch layout implied by one ``system_index`` tensor: number of systems, atoms per system and the
+    flat index of each system's first atom. MD steps reuse one ``system_index`` tensor for every State they
+    make, so the layout is computed once per tensor (a one-entry cache checked by identity and torch's
+    in-place version counter) instead of several times per step."""
+
+    def __init__(self, system_index: torch.Tensor):
+        self.n_systems = int(system_index[-1]) + 1 if system_index.numel() else 0
+        self.counts = torch.bincount(system_index, minlength=self.n_systems)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+
+
+_layout_cache: dict = {"ref": None, "version": None, "layout": None}
+
+
+def system_layout(system_index: torch.Tensor) -> _SystemLayout:
+    """The (cached) :class:`_SystemLayout` of ``system_index``."""
+    import weakref
+
+    cached = _layout_cache["ref"]
+    if cached is not None and cached() is system_index and _layout_cache["version"] == system_index._version:
+        return _layout_cache["layout"]
+    layout = _SystemLayout(system_index)
+    _layout_cache.update(ref=weakref.ref(system_index), version=system_index._version, layout=layout)
+    return layout
+
 MAX_Z = len(chemical_symbols) - 1
 
 #: two atoms of one system closer than this (Angstrom) make a State invalid: they are almost certainly a
@@ -233,12 +260,17 @@ class State:
     @property
     def n_systems(self) -> int:
         """Number of systems (replicas, molecules) in the batch."""
-        return int(self.system_index[-1]) + 1
+        return system_layout(self.system_index).n_systems
 
     @property
     def atoms_per_system(self) -> torch.Tensor:
         """[n_systems] number of atoms of each system."""
-        return torch.bincount(self.system_index, minlength=self.n_systems)
+        return system_layout(self.system_index).counts
+
+    @property
+    def first_atom_of_system(self) -> torch.Tensor:
+        """[n_systems] flat index of each system's first atom."""
+        return system_layout(self.system_index).offsets
 
     @property
     def dtype(self):

@@ -80,6 +80,38 @@ def test_metad_passes_contract_per_replica_and_shared():
     assert not m.translation_invariant
 
 
+def test_chain_rule_forces_equal_full_autograd():
+    """CVBias forces come from dV/ds (closed form for METAD and RESTRAINT) times the CVs' Jacobian; they
+    must equal autograd through the whole bias (the generic Potential route) to round-off, including a
+    torsion whose hills sit across the +-pi seam."""
+    from fesurf.potentials.base import Potential
+
+    s = _molecules()
+    phi = TORSION([0, 1, 2, 3])(s)
+    biases = []
+    for shared in (False, True):
+        m = METAD([DISTANCE([0, 1]), TORSION([0, 1, 2, 3])], sigma=[0.05, 0.3], height=0.02, pace=10,
+                  biasfactor=6.0, temperature=300.0, shared=shared)
+        m.add_hills(torch.stack([DISTANCE([0, 1])(s) + 0.03, phi + 2 * math.pi - 0.2], 1), [0.02, 0.015, 0.01],
+                    [0, 1, 2], [10, 10, 10])
+        m.add_hills(torch.stack([DISTANCE([0, 1])(s) - 0.02, phi - 0.1], 1), [0.01, 0.01, 0.01], [0, 1, 2],
+                    [20, 20, 20])
+        biases.append(m)
+    biases += [RESTRAINT([DISTANCE([0, 1]), TORSION([0, 1, 2, 3])], at=[[1.0, 3.0], [0.9, -3.0], [1.1, 0.0]],
+                         kappa=[5.0, 1.0]),
+               UPPER_WALLS(DISTANCE([0, 2]), at=1.2, kappa=5.0, exp=2)]
+    for bias in biases:
+        e, f = bias.energy_and_forces(s)
+        e_ref, f_ref = Potential.energy_and_forces(bias, s)
+        assert torch.allclose(e, e_ref, rtol=0, atol=1e-14)
+        assert torch.allclose(f, f_ref, rtol=1e-12, atol=1e-13)
+        assert float(f.abs().max()) > 1e-3  # the test state really feels the bias
+        e_g, f_g = bias.energy_and_forces(s, create_graph=True)  # force matching keeps the graph
+        assert torch.allclose(f_g.detach(), f_ref, rtol=1e-12, atol=1e-13)
+    empty = METAD(DISTANCE([0, 1]), sigma=0.1, height=0.01, pace=1)
+    assert float(empty.energy_and_forces(s)[1].abs().max()) == 0.0
+
+
 def test_well_tempered_heights_and_separate_replicas():
     t, gamma, w0 = 300.0, 5.0, 0.02
     s = State(positions=[[0.0, 0, 0], [3.0, 0, 0]], atomic_numbers=[1, 1], system_index=[0, 1])

@@ -125,7 +125,9 @@ def test_adaptive_labelling_stops_at_the_budget_or_the_target(tmp_path):
     from fesurf.pipeline import run_pipeline
 
     cfg = tmp_path / "adaptive.toml"
-    text = SMALL.format(out=tmp_path / "run").replace(
+    # a third of the sampling of the other tests: the rounds and the budget logic do not depend on it
+    short = SMALL.replace("n_production = 3000", "n_production = 1000")
+    text = short.format(out=tmp_path / "run").replace(
         "n_labels = 96", "n_labels = 48\nadaptive = true\nbudget = 96\ntarget_sigma = 0.01")
     cfg.write_text(text)
     r = run_pipeline(cfg)
@@ -135,7 +137,7 @@ def test_adaptive_labelling_stops_at_the_budget_or_the_target(tmp_path):
     assert [h["n_labels"] + h["n_failed"] for h in rounds] == [48, 72, 96]
     assert stages["qm"]["adaptive_converged"] is False
     assert r["qm_calls"]["sparse_labels"] == 96
-    small = SMALL.format(out=tmp_path / "run").replace("n_labels = 96", "n_labels = 6")  # reuses the samples
+    small = short.format(out=tmp_path / "run").replace("n_labels = 96", "n_labels = 6")  # reuses the samples
     cfg.write_text(small)
     with pytest.raises(InputError, match="raise 'reweight.n_labels'"):
         run_pipeline(cfg)

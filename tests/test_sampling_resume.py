@@ -23,13 +23,13 @@ SCRIPT = textwrap.dedent("""
     report = lambda step: print(step, flush=True)
     if protocol == "hrex":
         ss = umbrella_sampling(DoubleWell1D(barrier=0.13), one, POSITION(0, "x"), np.linspace(-1.3, 1.3, 7), 0.6,
-                               temperature=300.0, friction=0.2, n_equilibration=100, n_production=6000, stride=10,
+                               temperature=300.0, friction=0.2, n_equilibration=100, n_production=3000, stride=10,
                                seed=4, exchange_every=50, checkpoint_every=200, path=path, resume=resume,
                                check_overlap=False, on_checkpoint=report)
     else:
         m = METAD(POSITION(0, "x"), sigma=0.1, height=0.003, pace=50, biasfactor=8.0, temperature=300.0)
         ss = metadynamics(DoubleWell1D(barrier=0.13), one.replicate(3), m, temperature=300.0, friction=0.2,
-                          n_steps=6000, stride=10, seed=4, checkpoint_every=200, path=path, resume=resume,
+                          n_steps=3000, stride=10, seed=4, checkpoint_every=200, path=path, resume=resume,
                           on_checkpoint=report)
     ss.close()
     print("done", flush=True)

@@ -99,6 +99,38 @@ class CVBias(Potential):
         """Bias (eV) from CV values ``s [n, n_cvs]`` with row i of the parameters for row i of s."""
         raise NotImplementedError
 
+    def energy_and_cv_gradient(self, s: torch.Tensor):
+        """``(V [n] eV, dV/ds [n, n_cvs] eV per CV unit)`` at CV values ``s [n, n_cvs]``.
+
+        By autograd on :meth:`energy_from_cv` here; biases with a closed-form derivative override it.
+        """
+        with torch.enable_grad():
+            s = s.detach().requires_grad_(True)
+            v = self.energy_from_cv(s)
+            (dv,) = torch.autograd.grad(v.sum(), s, allow_unused=True)
+        return v.detach(), torch.zeros_like(s) if dv is None else dv
+
+    def energy_and_forces(self, state: State, create_graph: bool = False):
+        """``(V [n_systems] eV, forces [n_atoms, 3] eV/A)`` by the chain rule ``F = -dV/ds · ds/dx``.
+
+        Only the CVs are differentiated through the positions; ``dV/ds`` comes from
+        :meth:`energy_and_cv_gradient`, so a bias with thousands of hills costs one vector-Jacobian product
+        of the CVs, not a backward pass through every hill. ``create_graph=True`` (force matching) takes the
+        plain autograd route of :class:`~fesurf.potentials.Potential`.
+        """
+        if create_graph:
+            return super().energy_and_forces(state, create_graph=True)
+        self._rows(state)
+        with torch.enable_grad():
+            pos = state.positions.detach().requires_grad_(True)
+            s = self.cv_values(state.replace(positions=pos))
+            energy, dv_ds = self.energy_and_cv_gradient(s.detach())
+            grad = None
+            if s.requires_grad:
+                (grad,) = torch.autograd.grad(s, pos, grad_outputs=dv_ds.to(s.dtype), allow_unused=True)
+        forces = torch.zeros_like(pos) if grad is None else -grad
+        return energy.to(pos.dtype), forces.detach()
+
     def window_energies(self, s: torch.Tensor) -> torch.Tensor:
         """``[n_windows, n_frames]`` bias (eV) of every window k at every frame's CV values ``s [n_frames, n_cvs]``.
 

@@ -106,17 +106,29 @@ class METAD(CVBias):
                              "use one METAD object per batch layout")
         return self.replica_map
 
-    def energy_from_cv(self, s, replicas=None):
-        """Bias (eV) at CV values ``s [n, n_cvs]``; row i feels the hills of replica ``replicas[i]``."""
-        n = s.shape[0]
-        if self.n_hills == 0:
-            return s.sum(dim=-1) * 0.0
+    def _hills_at(self, s, replicas=None):
+        """``(d [n, H, n_cvs], g [n, H])``: scaled distances (s - c) / sigma to every hill and the hill
+        energies (eV) felt by each row (zero for another replica's hills)."""
         d = self.difference(s[:, None, :], self.centers[None, :, :].to(s.dtype)) / self.sigma.to(s.dtype)
         g = torch.exp(-0.5 * (d * d).sum(dim=-1)) * self.heights.to(s.dtype)
         if not self.shared:
-            rep = self._map(n) if replicas is None else torch.as_tensor(replicas)
+            rep = self._map(s.shape[0]) if replicas is None else torch.as_tensor(replicas)
             g = g * (self.owners[None, :] == rep[:, None])
-        return g.sum(dim=-1)
+        return d, g
+
+    def energy_from_cv(self, s, replicas=None):
+        """Bias (eV) at CV values ``s [n, n_cvs]``; row i feels the hills of replica ``replicas[i]``."""
+        if self.n_hills == 0:
+            return s.sum(dim=-1) * 0.0
+        return self._hills_at(s, replicas)[1].sum(dim=-1)
+
+    def energy_and_cv_gradient(self, s):
+        """``(V, dV/ds)``: ``dV/ds_j = -sum_h g_h (s_j - c_hj) / sigma_j^2`` (the minimum-image difference
+        has unit derivative)."""
+        if self.n_hills == 0:
+            return s.sum(dim=-1) * 0.0, torch.zeros_like(s)
+        d, g = self._hills_at(s)
+        return g.sum(dim=-1), -(g[:, :, None] * d).sum(dim=1) / self.sigma.to(s.dtype)
 
     def select_systems(self, systems):
         new = self._copy()

@@ -67,6 +67,12 @@ class RESTRAINT(CVBias):
         d = self.difference(s, self.at.to(s.dtype))
         return (0.5 * self.kappa.to(s.dtype) * d * d).sum(dim=-1)
 
+    def energy_and_cv_gradient(self, s):
+        """``(V, dV/ds = kappa (s - at))`` in closed form."""
+        d = self.difference(s, self.at.to(s.dtype))
+        kappa = self.kappa.to(s.dtype)
+        return (0.5 * kappa * d * d).sum(dim=-1), kappa * d
+
 
 class _Walls(CVBias):
     _param_names = ("at", "kappa", "exp", "eps", "offset")
