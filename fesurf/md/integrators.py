@@ -92,6 +92,14 @@ def _com_velocity(state, v):
     return (mv / mtot[:, None])[state.system_index]
 
 
+
+def reporter_due(reporter, step: int, start_step: int) -> bool:
+    """Whether ``reporter`` wants step ``step`` of a run that began at ``start_step``: its own
+    ``due(step)`` when it has one, else every ``stride`` steps."""
+    due = getattr(reporter, "due", None)
+    return due(step) if due is not None else (step - start_step) % reporter.stride == 0
+
+
 class Integrator:
     """Base class: the run loop, reporters, progress bar and blow-up checks.
 
@@ -212,7 +220,8 @@ class Integrator:
         """Run ``n_steps`` steps from ``state`` and return the final State.
 
         ``reporters``: objects with ``stride`` and ``report(step, state, info)``;
-        they see step 0 (the start) and every ``stride`` steps. ``progress``:
+        they see step 0 (the start) and every ``stride`` steps, or, for a reporter with a
+        ``due(step) -> bool`` method, the steps it says. ``progress``:
         True/False, or None for a tqdm bar only on a terminal.
 
         Raises :class:`~fesurf.errors.SimulationError` naming the replica and
@@ -239,7 +248,7 @@ class Integrator:
                 self._check(reference, n_atoms, last_good)
                 last_good = (work.positions.clone(), work.velocities.clone())
             for rep in reporters:
-                if (self.step_count - start_step) % rep.stride == 0:
+                if reporter_due(rep, self.step_count, start_step):
                     rep.report(self.step_count, work, self.info())
             if i % update_every == 0:
                 bar.update(update_every)

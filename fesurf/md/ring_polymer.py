@@ -65,7 +65,7 @@ from ..potentials.base import Potential
 from ..replicas import ReplicaMap
 from ..state import State
 from ..units import KB, MV2_TO_EV
-from .integrators import ACCELERATION, make_rngs, per_system
+from .integrators import ACCELERATION, make_rngs, per_system, reporter_due
 
 log = logging.getLogger(__name__)
 
@@ -693,7 +693,7 @@ class RingPolymer:
                 self._check(reference, last_good)
                 self._sync_velocities()
                 last_good = (self._work.positions.clone(), self._work.velocities.clone())
-            due = [rep for rep in reporters if (self.step_count - start) % rep.stride == 0]
+            due = [rep for rep in reporters if reporter_due(rep, self.step_count, start)]
             if due:
                 self._sync_velocities()
                 info = self.info()

@@ -114,10 +114,13 @@ class _Recorder:
         self.start = None
         self.buffer = []
 
+    def due(self, step) -> bool:
+        """Whether ``step`` is a recorded frame (the integrator skips building ``info`` on the others)."""
+        return step != self.start and step > self.n_equilibration and (step - self.n_equilibration) % self.every == 0
+
     def report(self, step, state, info):
-        if step == self.start:  # the segment's starting frame was recorded at the end of the previous one
-            return
-        if step > self.n_equilibration and (step - self.n_equilibration) % self.every == 0:
+        # the segment's starting frame was recorded at the end of the previous one
+        if self.due(step):
             self.buffer.append(self.frame_fn(state, info, step))
 
     def flush_into(self, samples: SampleSet):

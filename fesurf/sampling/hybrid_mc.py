@@ -74,7 +74,7 @@ from tqdm import tqdm
 
 from ..cv import as_cv_list, evaluate_cvs
 from ..errors import InputError
-from ..md.integrators import ACCELERATION, make_rngs
+from ..md.integrators import ACCELERATION, make_rngs, reporter_due
 from ..potentials.base import Potential
 from ..state import State
 from ..units import KB, MV2_TO_EV
@@ -846,7 +846,7 @@ class HybridMC:
             self.step_count += 1
             self._x_ref = work.positions.clone()
             for rep in reporters:
-                if (self.step_count - start) % rep.stride == 0:
+                if reporter_due(rep, self.step_count, start):
                     rep.report(self.step_count, work, self.info())
             bar.update(1)
         bar.close()
