@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 
 from .errors import InputError
-from .state import State
+from .state import State, system_layout
 
 __all__ = [
     "CV", "DISTANCE", "ANGLE", "TORSION", "COORDINATION", "POSITION", "COMBINE",
@@ -99,6 +99,22 @@ class CV(torch.nn.Module):
         """CV values ``[n_systems]``; raises InputError when an atom index is out of range."""
         self.validate(state)
         return self.compute(state)
+
+    def value_and_jacobian(self, state: State):
+        """``(s [n_systems], atoms [n_systems, m], ds/dx [n_systems, m, 3])``, or None.
+
+        A CV with a closed-form gradient returns its values, the flat indices of the ``m`` atoms of each
+        system it depends on, and the gradient (CV unit per Angstrom) with respect to each of them; a
+        bias then gets its forces without autograd. An atom may appear more than once (the gradients
+        add). The base class returns None: the bias falls back to autograd through :meth:`compute`.
+
+        >>> from fesurf.state import State
+        >>> s, atoms, jac = DISTANCE([0, 1]).value_and_jacobian(
+        ...     State(positions=[[0.0, 0, 0], [0, 3.0, 4.0]], atomic_numbers=[1, 1]))
+        >>> s.tolist(), atoms.tolist(), jac[0, 1].tolist()
+        ([5.0], [[0, 1]], [0.0, 0.6, 0.8])
+        """
+        return None
 
     def validate(self, state: State) -> None:
         """Raise :class:`InputError` when the CV reads an atom that a system of ``state`` lacks."""
@@ -192,8 +208,7 @@ class CV(torch.nn.Module):
 # ---------------------------------------------------------------------- helpers
 def _global_index(state: State, idx: Sequence[int]) -> torch.Tensor:
     """[n_systems, len(idx)] flat atom indices of per-system indices ``idx``."""
-    offsets = state.first_atom_of_system
-    return offsets[:, None] + torch.as_tensor(list(idx), dtype=torch.long, device=state.device)[None, :]
+    return system_layout(state.system_index).flat_indices(idx)
 
 
 def _minimum_image(state: State, vec: torch.Tensor) -> torch.Tensor:
@@ -282,6 +297,14 @@ class DISTANCE(CV):
 
     def compute(self, state):
         return _safe_norm(_vectors(state, [self.atoms[0]], [self.atoms[1]]))[:, 0]
+
+    def value_and_jacobian(self, state):
+        self.validate(state)
+        a, b = _global_index(state, [self.atoms[0]]), _global_index(state, [self.atoms[1]])
+        vec = _minimum_image(state, state.positions[b] - state.positions[a])[:, 0]  # [n, 3]
+        d = _safe_norm(vec)
+        unit = vec / d[:, None]
+        return d, torch.cat([a, b], dim=1), torch.stack([-unit, unit], dim=1)
 
     def to_spec(self):
         return self._with_label_keys({"type": "DISTANCE", "atoms": list(self.atoms)})
@@ -405,6 +428,14 @@ class POSITION(CV):
     def compute(self, state):
         g = _global_index(state, [self.atom])[:, 0]
         return state.positions[g, "xyz".index(self.component)]
+
+    def value_and_jacobian(self, state):
+        self.validate(state)
+        g = _global_index(state, [self.atom])
+        axis = "xyz".index(self.component)
+        jac = torch.zeros(g.shape[0], 1, 3, dtype=state.dtype, device=state.device)
+        jac[:, 0, axis] = 1.0
+        return state.positions[g[:, 0], axis], g, jac
 
     def to_spec(self):
         return self._with_label_keys({"type": "POSITION", "atom": self.atom, "component": self.component})
@@ -539,6 +570,21 @@ class COMBINE(CV):
             d = a.difference(a.compute(state), torch.as_tensor(p, dtype=state.dtype))
             out = out + c * (d if w == 1.0 else d**w)
         return out
+
+    def value_and_jacobian(self, state):
+        # sum of c (s_a - p)^w: closed form when every argument has one (the minimum-image
+        # difference of a periodic argument has slope 1)
+        parts = [a.value_and_jacobian(state) for a in self.args]
+        if any(part is None for part in parts):
+            return None
+        out, atoms, jacs = 0.0, [], []
+        for (v, at, jac), a, c, p, w in zip(parts, self.args, self.coefficients, self.parameters, self.powers):
+            d = a.difference(v, torch.as_tensor(p, dtype=state.dtype))
+            out = out + c * (d if w == 1.0 else d**w)
+            slope = torch.full_like(d, c) if w == 1.0 else c * w * d ** (w - 1)
+            atoms.append(at)
+            jacs.append(slope[:, None, None] * jac)
+        return out, torch.cat(atoms, dim=1), torch.cat(jacs, dim=1)
 
     def to_spec(self):
         spec = {"type": "COMBINE", "args": [a.to_spec() for a in self.args], "coefficients": list(self.coefficients),

@@ -39,6 +39,17 @@ class _SystemLayout:
         self.n_systems = int(system_index[-1]) + 1 if system_index.numel() else 0
         self.counts = torch.bincount(system_index, minlength=self.n_systems)
         self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self._flat: dict = {}
+
+    def flat_indices(self, per_system) -> torch.Tensor:
+        """``[n_systems, len(per_system)]`` flat atom indices of the per-system indices ``per_system``
+        (cached: CVs ask for the same atoms every step)."""
+        key = tuple(int(i) for i in per_system)
+        out = self._flat.get(key)
+        if out is None:
+            out = self.offsets[:, None] + torch.tensor(key, dtype=torch.long, device=self.offsets.device)[None, :]
+            self._flat[key] = out
+        return out
 
 
 _layout_cache: dict = {"ref": None, "version": None, "layout": None}

@@ -99,7 +99,13 @@ def test_chain_rule_forces_equal_full_autograd():
         biases.append(m)
     biases += [RESTRAINT([DISTANCE([0, 1]), TORSION([0, 1, 2, 3])], at=[[1.0, 3.0], [0.9, -3.0], [1.1, 0.0]],
                          kappa=[5.0, 1.0]),
-               UPPER_WALLS(DISTANCE([0, 2]), at=1.2, kappa=5.0, exp=2)]
+               UPPER_WALLS(DISTANCE([0, 2]), at=1.2, kappa=5.0, exp=2),
+               # closed-form CV Jacobians (no autograd at all): a distance difference and a position
+               RESTRAINT([distance_difference([0, 1], [2, 1]), POSITION(3, "y")], at=[[0.1, 0.0], [-0.2, 0.5], [0.0, 1.0]],
+                         kappa=[4.0, 2.0])]
+    m = METAD(distance_difference([0, 1], [2, 1]), sigma=0.05, height=0.02, pace=10, biasfactor=6.0, temperature=300.0)
+    m.add_hills(distance_difference([0, 1], [2, 1])(s)[:, None] + 0.02, [0.02, 0.015, 0.01], [0, 1, 2], [10, 10, 10])
+    biases.append(m)
     for bias in biases:
         e, f = bias.energy_and_forces(s)
         e_ref, f_ref = Potential.energy_and_forces(bias, s)

@@ -113,13 +113,15 @@ def test_muller_brown_2d_umbrella():
                            stride=20, seed=5, replicas_per_window=6, store_positions=False, check_overlap=False)
     # 2D FES from the MBAR weights of the unbiased state (fesurf.estimators.build_mbar), histogrammed.
     # (compute_pmf's 2D pymbar-FES histogram raises KeyError on bins without samples; reported.)
+    # The frames are those compute_pmf keeps below (equilibrated, decorrelated), so MBAR is solved once for both.
     from fesurf.estimators import build_mbar
+    from fesurf.estimators.diagnostics import prepare
     from scipy.special import logsumexp
 
-    order = np.argsort(ss.state_index, kind="stable")
-    u_kn, xy = ss.u_kn[:, order], ss.cv[order]
-    mbar = build_mbar(u_kn, ss.N_k)
-    log_w = -ss.u_ref[order] - logsumexp(mbar.f_k[None, :] - u_kn.T + np.log(ss.N_k)[None, :], axis=1)
+    prep = prepare(ss)
+    u_kn, xy = ss.u_kn[:, prep.frames], ss.cv[prep.frames]
+    mbar = build_mbar(u_kn, prep.N_k)
+    log_w = -ss.u_ref[prep.frames] - logsumexp(mbar.f_k[None, :] - u_kn.T + np.log(prep.N_k)[None, :], axis=1)
     w = np.exp(log_w - log_w.max())
     ex, ey = np.linspace(-1.5, 1.1, 14), np.linspace(-0.3, 1.9, 12)
     hw = np.histogram2d(xy[:, 0], xy[:, 1], bins=[ex, ey], weights=w)[0]

@@ -113,14 +113,22 @@ class CVBias(Potential):
     def energy_and_forces(self, state: State, create_graph: bool = False):
         """``(V [n_systems] eV, forces [n_atoms, 3] eV/A)`` by the chain rule ``F = -dV/ds · ds/dx``.
 
-        Only the CVs are differentiated through the positions; ``dV/ds`` comes from
-        :meth:`energy_and_cv_gradient`, so a bias with thousands of hills costs one vector-Jacobian product
-        of the CVs, not a backward pass through every hill. ``create_graph=True`` (force matching) takes the
+        ``dV/ds`` comes from :meth:`energy_and_cv_gradient`, so a bias with thousands of hills costs one
+        vector-Jacobian product of the CVs, not a backward pass through every hill. ``ds/dx`` is the CVs'
+        closed form (:meth:`~fesurf.cv.CV.value_and_jacobian`) when every CV has one, else autograd
+        through the CVs alone. ``create_graph=True`` (force matching) takes the
         plain autograd route of :class:`~fesurf.potentials.Potential`.
         """
         if create_graph:
             return super().energy_and_forces(state, create_graph=True)
         self._rows(state)
+        parts = [cv.value_and_jacobian(state) for cv in self.cvs]
+        if all(part is not None for part in parts):  # closed-form CV gradients: no autograd at all
+            energy, dv_ds = self.energy_and_cv_gradient(torch.stack([part[0] for part in parts], dim=-1))
+            forces = torch.zeros_like(state.positions)
+            for j, (_, atoms, jac) in enumerate(parts):
+                forces.index_add_(0, atoms.reshape(-1), (-dv_ds[:, j, None, None].to(jac.dtype) * jac).reshape(-1, 3))
+            return energy.to(state.dtype), forces
         with torch.enable_grad():
             pos = state.positions.detach().requires_grad_(True)
             s = self.cv_values(state.replace(positions=pos))

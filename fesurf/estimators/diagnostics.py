@@ -84,9 +84,9 @@ class Prepared:
                 "equilibration_start": self.t0_k}
 
 
-def _observable(samples, k, idx, observable):
+def _observable(samples, own_u, idx, observable):
     if observable is None:
-        series = samples.u_kn[k, idx] if idx.size else np.zeros(0)
+        series = own_u[idx]
         if idx.size > 1 and np.ptp(series) == 0 and samples.cv is not None:
             series = samples.cv[idx, 0]  # own-state potential constant (e.g. no bias): use the CV
         return series
@@ -138,12 +138,14 @@ def prepare(samples, *, equilibrate: bool = True, decorrelate: bool = True, obse
     g_k = np.ones(K)
     t0_k = np.zeros(K, np.int64)
     n_raw = np.bincount(si, minlength=K)
+    # each frame's reduced potential in its own state, read once (u_kn may live in an HDF5 file)
+    own_u = samples.u_kn[si, np.arange(si.size)] if observable is None else None
     for k in range(K):
         idx = np.where(si == k)[0]
         if idx.size == 0:
             blocks.append([])
             continue
-        series = _observable(samples, k, idx, observable)
+        series = _observable(samples, own_u, idx, observable)
         t0, g = 0, 1.0
         if equilibrate and idx.size >= 10:
             nskip = max(1, idx.size // 100)  # detect_equilibration is O(T^2) at nskip=1
