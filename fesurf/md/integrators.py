@@ -333,14 +333,27 @@ class Langevin(_Thermostatted):
         self._c1 = c1[work.system_index][:, None].to(work.dtype)
         sigma = torch.sqrt(KB * self._temps[work.system_index] / (work.masses * MV2_TO_EV))
         self._c2sigma = (torch.sqrt(1.0 - c1 * c1)[work.system_index] * sigma)[:, None].to(work.dtype)
+        # the O step's change of |v|^2 per atom, summed over steps; folded into the per-system
+        # thermostat work (eV) only when info() is read, not every step
+        self._dv2 = torch.zeros(work.n_atoms, dtype=work.dtype)
+
+    def _fold_thermostat_work(self):
+        work = self._work
+        self._thermostat_work += work.sum_per_system(0.5 * MV2_TO_EV * work.masses.to(work.dtype) * self._dv2)
+        self._dv2.zero_()
+
+    def info(self) -> dict:
+        self._fold_thermostat_work()
+        return super().info()
 
     def _advance(self):
         work = self._work
         self._kick(0.5)
         self._drift(0.5)
-        k_before = work.kinetic_energy()
-        work.velocities.mul_(self._c1).add_(self._c2sigma * self._normal().to(work.dtype))
-        self._thermostat_work += work.kinetic_energy() - k_before
+        v = work.velocities
+        v2_before = (v * v).sum(dim=1)
+        v.mul_(self._c1).add_(self._c2sigma * self._normal().to(work.dtype))
+        self._dv2 += (v * v).sum(dim=1) - v2_before
         self._drift(0.5)
         self._update_forces()
         self._kick(0.5)

@@ -42,8 +42,9 @@ class Sum(Potential):
         return sum(t.energy(state) for t in self.terms)
 
     def energy_and_forces(self, state: State, create_graph: bool = False):
-        energy, forces = self.terms[0].energy_and_forces(state, create_graph)
-        for term in self.terms[1:]:
+        terms = iter(self.terms)  # (slicing a ModuleList builds a new ModuleList every call)
+        energy, forces = next(terms).energy_and_forces(state, create_graph)
+        for term in terms:
             e, f = term.energy_and_forces(state, create_graph)
             energy, forces = energy + e, forces + f
         return energy, forces
