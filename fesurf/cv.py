@@ -241,6 +241,19 @@ def _vectors(state: State, idx_from: Sequence[int], idx_to: Sequence[int]) -> to
     return _minimum_image(state, vec)
 
 
+def _pair_distances_and_jacobian(state: State, pairs):
+    """Distances ``[n, p]`` of the atom pairs ``(i, j)`` in every system, the flat atoms ``[n, 2p]`` (all
+    the i, then all the j) and ``d d_pair / d x`` for them, ``[n, 2p, 3]`` (-unit for i, +unit for j)."""
+    first, second = [int(i) for i, _ in pairs], [int(j) for _, j in pairs]
+    atoms = _global_index(state, first + second)
+    pos = state.positions[atoms]  # [n, 2p, 3]
+    p = len(pairs)
+    vec = _minimum_image(state, pos[:, p:] - pos[:, :p])
+    d = _safe_norm(vec)
+    unit = vec / d[..., None]
+    return d, atoms, torch.cat([-unit, unit], dim=1)
+
+
 def _safe_norm(v: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((v * v).sum(-1).clamp_min(1e-300))
 
@@ -300,11 +313,8 @@ class DISTANCE(CV):
 
     def value_and_jacobian(self, state):
         self.validate(state)
-        a, b = _global_index(state, [self.atoms[0]]), _global_index(state, [self.atoms[1]])
-        vec = _minimum_image(state, state.positions[b] - state.positions[a])[:, 0]  # [n, 3]
-        d = _safe_norm(vec)
-        unit = vec / d[:, None]
-        return d, torch.cat([a, b], dim=1), torch.stack([-unit, unit], dim=1)
+        d, atoms, jac = _pair_distances_and_jacobian(state, [self.atoms])
+        return d[:, 0], atoms, jac
 
     def to_spec(self):
         return self._with_label_keys({"type": "DISTANCE", "atoms": list(self.atoms)})
@@ -574,6 +584,14 @@ class COMBINE(CV):
     def value_and_jacobian(self, state):
         # sum of c (s_a - p)^w: closed form when every argument has one (the minimum-image
         # difference of a periodic argument has slope 1)
+        if all(type(a) is DISTANCE for a in self.args) and self.powers == [1.0] * len(self.args):
+            # a linear combination of distances (distance_difference, distance_sum): all pairs at once
+            for a in self.args:
+                a.validate(state)
+            d, atoms, jac = _pair_distances_and_jacobian(state, [a.atoms for a in self.args])
+            c = torch.tensor(self.coefficients, dtype=d.dtype, device=d.device)
+            out = ((d - torch.tensor(self.parameters, dtype=d.dtype, device=d.device)) * c).sum(dim=1)
+            return out, atoms, jac * c.repeat(2)[None, :, None]
         parts = [a.value_and_jacobian(state) for a in self.args]
         if any(part is None for part in parts):
             return None
