@@ -12,11 +12,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
 pip="$work/venv/bin/python -m pip --disable-pip-version-check"
-$pip install --quiet --upgrade pip
-$pip install --quiet torch==2.13.0
-$pip install --quiet -e ".[test,docs]"
-$pip install --quiet --no-deps torch-dftd  # D3 tables; its pymatgen dependency is unused
-$pip install --quiet --no-deps --target "$work/venv/plumed-kernel" hillclimber
+$pip install --quiet --no-compile --upgrade pip
+$pip install --quiet --no-compile torch==2.13.0
+$pip install --quiet --no-compile -e ".[test,docs]"
+$pip install --quiet --no-compile --no-deps torch-dftd  # D3 tables; its pymatgen dependency is unused
+$pip install --quiet --no-compile --no-deps --target "$work/venv/plumed-kernel" hillclimber
 kernel="$work/venv/plumed-kernel/plumed/_lib/lib/libplumedKernel.so"
 PLUMED_KERNEL="$kernel" "$work/venv/bin/python" -m pytest -q -p no:cacheprovider --dist loadfile \
   -n "$("$work/venv/bin/python" -c "from fesurf.execution import usable_cores; print(usable_cores())")"  # as make test
