@@ -45,7 +45,7 @@ demo: $(STAMP)
 # seeded and single-threaded, so the numbers do not depend on the worker count.
 test: $(STAMP) $(KERNEL)
 	PLUMED_KERNEL=$(abspath $(KERNEL)) $(PY) -m pytest -q \
-	  -n $$($(PY) -c "from fesurf.execution import usable_cores; print(usable_cores())") --dist loadfile
+	  -n $$($(PY) -c "from fesurf.execution import usable_cores; print(usable_cores())") --dist loadfile --durations=25
 
 # The documentation site (docs/_build/html): Sphinx in nitpicky mode, warnings as errors; notebooks are
 # rendered with their stored outputs, never executed (python scripts/refresh_tutorials.py refreshes them).
