@@ -142,6 +142,20 @@ def test_2d_pmf_from_2d_umbrella_windows_and_1d_projection():
     assert np.abs(err).max() <= 0.2, np.round(err, 3)
     assert np.mean(np.abs(err) <= 2 * pmf.uncertainties[populated]) >= 0.9
 
+    # A wider grid with more bins along x than y (pymbar then gets the axes swapped): the bins beyond
+    # |x| = 2.2, where no sample can fall, are NaN, and the others agree with the exact PMF as above.
+    wide = compute_pmf(ss, cv=(0, 1), bins=[np.linspace(-2.6, 2.6, 14), np.linspace(-1.4, 1.4, 8)])
+    wx, wy = wide.diagnostics["bin_edges"]
+    counts = np.histogram2d(xy[:, 0], xy[:, 1], bins=[wx, wy])[0]
+    assert counts[0].sum() == counts[-1].sum() == 0 and np.all(np.isnan(wide.values[[0, -1]]))
+    np.testing.assert_array_equal(np.isnan(wide.values), counts == 0)
+    jx, jy = np.digitize(X2, wx) - 1, np.digitize(Y2, wy) - 1
+    wexact = np.array([[-np.log(w[(jx == a) & (jy == b)].sum()) if counts[a, b] else np.nan for b in range(7)]
+                       for a in range(13)])
+    wexact -= wexact[tuple(wide.diagnostics["reference_index"])]
+    near = wexact - np.nanmin(wexact) <= 3.0
+    assert np.abs((wide.values - wexact)[near]).max() <= 0.2
+
     # 1D PMF along x from the same 2D windows vs the exact projection -ln ∫ exp(-U) dy.
     px = compute_pmf(ss, cv=0, bins=14, range=(-1.4, 1.4))
     ix1 = np.digitize(G2, px.diagnostics["bin_edges"][0]) - 1
@@ -168,6 +182,18 @@ def test_pmf_bad_input():
     empty = ss.select(np.where(ss.state_index != 7)[0])
     with pytest.raises(InputError, match="empty window"):
         compute_pmf(empty, cv=0)
+
+
+def test_empty_bin_inside_the_range_is_nan_and_leaves_the_others_alone():
+    """A bin that no frame reaches (here: frames with 0 <= x < 0.2 removed) is NaN with a NaN sigma; pymbar's
+    FES knows only occupied bins. The other bins are those of the same data on a range without the gap."""
+    ss = umbrella_1d(300, seed=2)
+    gapped = ss.select(np.where((ss.cv[:, 0] < 0.0) | (ss.cv[:, 0] >= 0.2))[0])
+    full = compute_pmf(gapped, cv=0, bins=14, range=(-1.4, 1.4), warn=False)
+    assert np.isnan(full.values[7]) and np.isnan(full.uncertainties[7])
+    assert np.isfinite(np.delete(full.values, 7)).all()
+    right = compute_pmf(gapped, cv=0, bins=6, range=(0.2, 1.4), warn=False)
+    np.testing.assert_allclose(right.values, full.values[8:] - full.values[8:].min(), atol=1e-5)
 
 
 def test_pmf_range_excluding_the_deepest_well_is_referred_to_its_own_minimum():

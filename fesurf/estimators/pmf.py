@@ -48,9 +48,10 @@ def _cv_indices(samples, cv):
 
 def _edges(x, bins, range_):
     d = x.shape[1]
-    if np.ndim(bins) == 0:
+    # (np.ndim of per-CV edge arrays of different lengths would raise: test the container, not the array)
+    if np.isscalar(bins) or (isinstance(bins, np.ndarray) and bins.ndim == 0):
         bins = [int(bins)] * d
-    elif d == 1 and np.ndim(bins) == 1 and len(bins) > 2 and not isinstance(bins[0], (list, np.ndarray)):
+    elif d == 1 and len(bins) > 2 and all(np.ndim(b) == 0 for b in bins):
         bins = [np.asarray(bins, dtype=np.float64)]
     if len(bins) != d:
         raise InputError(f"bins must be an int, an edge array (1D), or one entry per CV ({d})")
@@ -114,6 +115,26 @@ def _hist_f(x, log_w, edges):
     for s, e in zip(starts, np.r_[starts[1:], flat.size]):
         f[flat[s]] = -logsumexp(lw[s:e])
     return f.reshape(shape)
+
+
+def _index_space(x, edges):
+    """The histogram in bin-index coordinates, for pymbar's FES.
+
+    Every axis gets the same integer edges ``0..M`` (M: the most bins of any axis); a sample inside the
+    grid sits at the centre of its bin (index + 0.5, bins by ``np.digitize``: a value on an upper edge
+    belongs to the next bin), a sample outside it at -1, which pymbar leaves out of every bin. Returns
+    ``(index_x [n, d], index_edges [M + 1], index_mesh [n_occupied, d], occupied [n_bins])``: the query
+    points are the occupied bins, in the C order of the grid of ``edges``.
+    """
+    sizes = np.array([e.size - 1 for e in edges])
+    idx = np.stack([np.digitize(x[:, a], e) - 1 for a, e in enumerate(edges)], axis=1)
+    inside = np.all((idx >= 0) & (idx < sizes), axis=1)
+    index_x = np.where(inside[:, None], idx + 0.5, -1.0)
+    grid = np.zeros(tuple(sizes), dtype=bool)
+    grid[tuple(idx[inside].T)] = True
+    occupied = grid.reshape(-1)
+    index_mesh = np.stack(np.unravel_index(np.flatnonzero(occupied), tuple(sizes)), axis=1) + 0.5
+    return index_x, np.arange(sizes.max() + 1, dtype=np.float64), index_mesh, occupied
 
 
 def _kde_f(x, log_w, grid_pts, bandwidth, return_kde=False):
@@ -200,35 +221,35 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
     shape = tuple(c.size for c in centres)
 
     if method == "histogram":
-        # pymbar labels 2D bins as i0 + i1 * len(edges1) (out-of-range samples get i0 = len(edges0) - 1);
-        # that is unique only when axis 0 has no more edges than axis 1, so order the axes that way
-        # and transpose back.
-        swap = len(edges) == 2 and edges[0].size > edges[1].size
-        order = [1, 0] if swap else list(np.arange(len(edges)))
+        # pymbar's histogram FES wants edge arrays of one length (np.shape of a ragged list fails) and
+        # labels a bin i0 + i1 * n_edges, so it gets the data in bin-index coordinates (_index_space).
+        # It knows only the bins that hold samples (a query in an empty one raises KeyError): ask for
+        # those, and leave the empty ones NaN.
+        index_x, index_edges, index_mesh, occupied = _index_space(x, edges)
         f0 = solved_f_k(u_kn, prep.N_k)
         start = dict(initialize="BAR") if f0 is None else dict(initial_f_k=f0, maximum_iterations=0)
         with pymbar_errors("the MBAR PMF"):
             fes = pymbar.FES(u_kn, prep.N_k, mbar_options=dict(solver_protocol="robust", **start))
             remember_f_k(u_kn, prep.N_k, fes.mbar.f_k)
-            fes.generate_fes(u_n, x[:, order], fes_type="histogram",
-                             histogram_parameters={"bin_edges": [edges[a] for a in order]})
-            mesh_o = mesh[:, order]
-            # pymbar's "from-lowest" may pick a group of samples outside the requested range as the
-            # reference; refer values and σ to the lowest bin inside the grid instead.
-            first = fes.get_fes(mesh_o, reference_point="from-lowest", uncertainty_method=None)["f_i"]
+            fes.generate_fes(u_n, index_x, fes_type="histogram",
+                             histogram_parameters={"bin_edges": [index_edges] * len(edges)})
+            # pymbar's "from-lowest" may pick the group of samples outside the range as the reference;
+            # refer values and σ to the lowest bin inside the grid instead.
+            first = fes.get_fes(index_mesh, reference_point="from-lowest", uncertainty_method=None)["f_i"]
             if not np.isfinite(first).any():
                 raise InputError("no sample falls inside the PMF range; widen range= or check the CV column")
-            ref_point = mesh_o[int(np.nanargmin(first))]
-            res = fes.get_fes(mesh_o, reference_point="from-specified",
-                              fes_reference=ref_point if len(order) == 2 else float(ref_point[0]),
+            ref_point = index_mesh[int(np.nanargmin(first))]
+            res = fes.get_fes(index_mesh, reference_point="from-specified",
+                              fes_reference=ref_point if len(edges) > 1 else float(ref_point[0]),
                               uncertainty_method="analytical" if uncertainty == "analytical" else None)
-        shape_o = tuple(shape[a] for a in order)
-        values = res["f_i"].reshape(shape_o)
+        values = np.full(occupied.size, np.nan)
+        values[occupied] = res["f_i"]
+        values = values.reshape(shape)
         sig = res.get("df_i")
-        sig = None if sig is None else np.asarray(sig).reshape(shape_o)
-        if swap:
-            values = values.T
-            sig = None if sig is None else sig.T
+        if sig is not None:
+            sig_all = np.full(occupied.size, np.nan)
+            sig_all[occupied] = sig
+            sig = sig_all.reshape(shape)
         mbar = fes.get_mbar()
     else:
         mbar = build_mbar(u_kn, prep.N_k)
