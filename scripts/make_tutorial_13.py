@@ -140,10 +140,12 @@ ax2.set_title("calibrated spread per CV bin"); ax2.legend(fontsize=7)
 fig.tight_layout(); plt.show()"""),
     new_markdown_cell("""## 3. Production with the surrogate, guarded
 
-Every recorded frame stores the calibrated force deviation; frames above the upper trust level
-would be flagged and the PMF would name the bins that hold them."""),
+Each window starts where the loop left that window's first walker (`result.window_starts`): from the
+reactant complex alone, the far windows would be pulled across the whole CV range by their restraints
+in the first steps. Every recorded frame stores the calibrated force deviation; frames above the upper
+trust level would be flagged and the PMF would name the bins that hold them."""),
     new_code_cell("""t0 = time.perf_counter()
-samples = umbrella_sampling(result.model, State.from_atoms(atoms), cv, centers=np.array(bias.centers), kappa=bias.kappa,
+samples = umbrella_sampling(result.model, result.window_starts(atoms), cv, centers=np.array(bias.centers), kappa=bias.kappa,
                             temperature=T, timestep=0.5, friction=0.02, seed=1, n_equilibration=N_EQUILIBRATION,
                             n_production=N_PRODUCTION, stride=10, check_overlap=False,
                             guard=result.guard("warn"))

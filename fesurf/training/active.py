@@ -564,6 +564,24 @@ class ActiveLearningResult:
     stop_reason: str
     settings: ActiveLearningSettings
     bias: ProductionBias
+    walkers: Any = None  # [n_windows * walkers_per_window, n_atoms, 3] last trusted positions, Angstrom
+
+    def window_starts(self, atoms) -> State:
+        """One system per production window, at the last trusted frame of that window's first walker.
+
+        Production started from these sits in its windows already; started from one structure, the
+        far windows would be pulled across the whole CV range by their restraints in the first steps.
+
+        >>> starts = result.window_starts(atoms)        # doctest: +SKIP
+        >>> starts.n_systems == len(result.bias.centers)  # doctest: +SKIP
+        True
+        """
+        if self.walkers is None:
+            raise InputError("this result holds no walker positions; start production from a structure instead")
+        w = self.settings.explore.walkers_per_window
+        first = np.asarray(self.walkers)[::w]
+        starts = State.from_atoms(atoms).replicate(first.shape[0])
+        return starts.replace(positions=torch.as_tensor(first.reshape(-1, 3), dtype=starts.dtype))
 
     @property
     def train_idx(self) -> np.ndarray:
@@ -1091,7 +1109,7 @@ def active_learning(oracle, atoms: Atoms, bias: ProductionBias, settings: Active
              rounds[-1]["round"], calls.total, time.perf_counter() - t_start)
     return ActiveLearningResult(model=model, calibration=calibration, dataset=dataset(), roles=list(roles),
                                 rounds=rounds, calls=calls.to_dict(), converged=converged, stop_reason=reason,
-                                settings=settings, bias=bias)
+                                settings=settings, bias=bias, walkers=walkers)
 
 
 def _record(rounds, calls, calibration, refitter, converged, reason) -> dict:
