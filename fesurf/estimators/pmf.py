@@ -242,14 +242,13 @@ def compute_pmf(samples, cv=0, *, bins=40, range=None, method: str = "histogram"
             res = fes.get_fes(index_mesh, reference_point="from-specified",
                               fes_reference=ref_point if len(edges) > 1 else float(ref_point[0]),
                               uncertainty_method="analytical" if uncertainty == "analytical" else None)
-        values = np.full(occupied.size, np.nan)
-        values[occupied] = res["f_i"]
-        values = values.reshape(shape)
-        sig = res.get("df_i")
-        if sig is not None:
-            sig_all = np.full(occupied.size, np.nan)
-            sig_all[occupied] = sig
-            sig = sig_all.reshape(shape)
+        def on_grid(per_occupied_bin):  # NaN in the empty bins
+            out = np.full(occupied.size, np.nan)
+            out[occupied] = per_occupied_bin
+            return out.reshape(shape)
+
+        values = on_grid(res["f_i"])
+        sig = None if res.get("df_i") is None else on_grid(res["df_i"])
         mbar = fes.get_mbar()
     else:
         mbar = build_mbar(u_kn, prep.N_k)

@@ -92,7 +92,6 @@ def _com_velocity(state, v):
     return (mv / mtot[:, None])[state.system_index]
 
 
-
 def reporter_due(reporter, step: int, start_step: int) -> bool:
     """Whether ``reporter`` wants step ``step`` of a run that began at ``start_step``: its own
     ``due(step)`` when it has one, else every ``stride`` steps."""

@@ -115,11 +115,11 @@ class _Recorder:
         self.buffer = []
 
     def due(self, step) -> bool:
-        """Whether ``step`` is a recorded frame (the integrator skips building ``info`` on the others)."""
+        """Whether ``step`` is a recorded frame (the integrator skips building ``info`` on the others).
+        A segment's starting frame was recorded at the end of the previous segment."""
         return step != self.start and step > self.n_equilibration and (step - self.n_equilibration) % self.every == 0
 
     def report(self, step, state, info):
-        # the segment's starting frame was recorded at the end of the previous one
         if self.due(step):
             self.buffer.append(self.frame_fn(state, info, step))
 
